@@ -1,0 +1,191 @@
+"""Typed, frozen configuration for `params.yaml`: one model per pipeline step.
+
+`load_params` is the only way the rest of the package reads `params.yaml`; unknown keys and
+bad values raise `ConfigError` with a message that names the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vaeops.errors import VaeopsError
+
+ActivationName = Literal[
+    "identity",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "prelu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "mish",
+    "softplus",
+    "exp",
+]
+ACTIVATION_NAMES: tuple[str, ...] = get_args(ActivationName)
+ModelKind = Literal["vae", "ae"]
+Architecture = Literal["mlp", "conv"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp32", "bf16"]
+PromotionMetric = Literal["val/iwae_nll", "val/neg_elbo", "val/reconstruction"]
+
+
+class ConfigError(VaeopsError, ValueError):
+    """A params file or option that cannot be used; the message says what and how to fix."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(StrictModel):
+    data: Path = Path("data")
+    splits: Path = Path("outputs/splits.npz")
+    variants: Path = Path("outputs/variants")  # the train step: one folder per variant
+    evaluation: Path = Path("outputs/evaluation")  # the evaluate step: one folder per variant
+    evaluation_metrics: Path = Path("outputs/evaluation.json")  # every variant's key metrics
+    summary: Path = Path("outputs/summary")
+    generated: Path = Path("outputs/generated")
+    promotion: Path = Path("outputs/promotion.json")
+    # Resumable training state; not a pipeline output, deleted when a variant finishes.
+    checkpoints: Path = Path("outputs/checkpoints")
+
+
+class DataConfig(StrictModel):
+    dataset: str = "mnist-5k"
+
+
+class PrepareConfig(StrictModel):
+    seed: int = 0
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    # Stochastic binarization (Salakhutdinov & Murray 2008) makes the Bernoulli decoder a proper
+    # likelihood; off by default to match the classic PyTorch VAE example (continuous targets).
+    binarize: bool = False
+
+
+class ModelConfig(StrictModel):
+    architecture: Architecture = "mlp"
+    hidden: tuple[int, ...] = (400,)
+    latent: int = Field(20, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    # None means "the same activation as the encoder".
+    decoder_activation: ActivationName | None = None
+
+    @model_validator(mode="after")
+    def _hidden_sizes_positive(self) -> ModelConfig:
+        if not self.hidden or any(size < 1 for size in self.hidden):
+            raise ValueError("model.hidden must be a non-empty list of positive layer sizes")
+        return self
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    beta: float = Field(1.0, ge=0)
+    # Divergence guard: a batch loss above this (nats per image) or non-finite stops the variant.
+    max_loss: float = Field(1e5, gt=0)
+    device: Device = "auto"
+    precision: Precision = "fp32"
+
+
+class BaselineConfig(StrictModel):
+    kind: ModelKind = "ae"
+    activation: ActivationName = "relu"
+
+
+class SweepConfig(StrictModel):
+    activations: tuple[ActivationName, ...] = ("relu",)
+    seeds: tuple[int, ...] = (0,)
+    baseline: BaselineConfig = BaselineConfig()
+
+    @model_validator(mode="after")
+    def _non_empty_unique(self) -> SweepConfig:
+        for key in ("activations", "seeds"):
+            values = getattr(self, key)
+            if not values:
+                raise ValueError(f"sweep.{key} must list at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"sweep.{key} lists a value twice: {list(values)}")
+        return self
+
+
+class EvaluateConfig(StrictModel):
+    iwae_samples: int = Field(500, ge=1)
+    seed: int = 0
+    # Burda et al. 2015, section 5.2: a latent unit is active if Cov_x(E_q[z_i]) > 0.01.
+    active_unit_threshold: float = Field(0.01, gt=0)
+    # A hidden unit whose output barely varies over the validation set carries no information.
+    dead_unit_threshold: float = Field(1e-3, gt=0)
+    batch_size: int = Field(500, ge=1)
+
+
+class TrackingConfig(StrictModel):
+    experiment: str = "vae-activation-study"
+
+
+class PromoteConfig(StrictModel):
+    registered_model: str = "vae-mnist"
+    metric: PromotionMetric = "val/iwae_nll"
+    # The challenger must be better than the champion by at least this much (nats per image).
+    min_margin: float = Field(0.5, ge=0)
+
+
+class GenerateConfig(StrictModel):
+    n_samples: int = Field(64, ge=1)
+    n_reconstructions: int = Field(32, ge=1)
+    interpolation_pairs: int = Field(8, ge=1)
+    interpolation_steps: int = Field(10, ge=2)
+    seed: int = 0
+
+
+class Params(StrictModel):
+    paths: PathsConfig = PathsConfig()
+    data: DataConfig = DataConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    sweep: SweepConfig = SweepConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    promote: PromoteConfig = PromoteConfig()
+    generate: GenerateConfig = GenerateConfig()
+
+
+def _describe(error: dict, source: str) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{key}'; remove it or check its spelling"
+    return f"{source}: {key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def parse_params(raw: dict, source: str = "params") -> Params:
+    """Validate a params mapping; every problem becomes one line of the ConfigError."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as error:
+        lines = [_describe(detail, source) for detail in error.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: no such params file; run from the project root or pass --params"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return parse_params(raw, source=str(path))

@@ -1,0 +1,1 @@
+"""Datasets: raw sources into `data/` (versioned by DVC), and the deterministic split."""

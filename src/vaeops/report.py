@@ -1,0 +1,132 @@
+"""The summary step: leaderboard, comparison across activations, and the study report."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from vaeops.config import Params
+from vaeops.leaderboard import ConfigScore, aggregate, leaderboard_rows
+from vaeops.outputs import write_json
+
+LEADERBOARD_COLUMNS = (
+    "variant",
+    "config",
+    "kind",
+    "activation",
+    "seed",
+    "diverged",
+    "val/iwae_nll",
+    "val/neg_elbo",
+    "val/reconstruction",
+    "val/kl",
+    "val/active_units",
+    "val/dead_unit_fraction",
+    "val/grad_norm/first_over_last",
+    "test/iwae_nll",
+    "test/neg_elbo",
+    "test/reconstruction",
+    "parameters",
+    "epochs",
+    "train_seconds",
+)
+
+
+def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_comparison(scores: list[ConfigScore], metric: str, path: Path) -> None:
+    """Horizontal bars of the metric per activation config, seed spread as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 0.4 * len(scores) + 1.5))
+    names = [score.config for score in scores][::-1]
+    axes.barh(names, [s.mean for s in scores][::-1], xerr=[s.std for s in scores][::-1], capsize=3)
+    low = min(s.mean - s.std for s in scores)
+    high = max(s.mean + s.std for s in scores)
+    axes.set_xlim(low - 0.1 * (high - low + 1), high + 0.1 * (high - low + 1))
+    axes.set_xlabel(f"{metric} (nats per image, mean ± std over seeds; lower is better)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def markdown_report(scores: list[ConfigScore], rows: list[dict], metric: str) -> str:
+    lines = [
+        "# VAE activation study",
+        "",
+        f"Ranked by {metric} on the validation split (lower is better); test figures are for",
+        "reference only and never used to choose.",
+        "",
+        "| rank | config | mean | std | seeds | diverged | best variant |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for rank, s in enumerate(scores, start=1):
+        lines.append(
+            f"| {rank} | {s.config} | {s.mean:.2f} | {s.std:.2f} | {s.seeds} | {s.diverged} "
+            f"| {s.best_variant} |"
+        )
+    diverged = [row["variant"] for row in rows if row["diverged"]]
+    lines += ["", f"Diverged variants: {', '.join(diverged) or 'none'}."]
+    baselines = [row for row in rows if row["kind"] == "ae" and not row["diverged"]]
+    if baselines:
+        recon = sum(row["val/reconstruction"] for row in baselines) / len(baselines)
+        lines.append(
+            f"Plain AE baseline: validation reconstruction {recon:.2f} nats per image (it has no "
+            "ELBO); compare its prior samples with the VAEs' in the MLflow image grids."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def log_to_sweep(params: Params, files: list[Path]) -> None:
+    from vaeops import tracking
+
+    tracking.configure_tracking()
+    tracking.log_artifacts_to_run(tracking.sweep_parent_run(params), files, "summary")
+
+
+def summarize(params: Params) -> dict:
+    started = time.perf_counter()
+    metric = params.promote.metric
+    rows = leaderboard_rows(params)
+    scores = aggregate(rows, metric)
+    out = params.paths.summary
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "leaderboard.csv", rows, LEADERBOARD_COLUMNS)
+    write_csv(
+        out / "comparison.csv",
+        [asdict(score) for score in scores],
+        ("config", "kind", "activation", "mean", "std", "seeds", "diverged", "best_variant"),
+    )
+    (out / "report.md").write_text(markdown_report(scores, rows, metric))
+    if scores:
+        plot_comparison(scores, metric, out / "comparison.png")
+    best = scores[0] if scores else None
+    write_json(
+        out / "leaderboard.json",
+        {
+            "metric": metric,
+            "best_config": best.config if best else None,
+            "best_mean": best.mean if best else None,
+            "variants": len(rows),
+            "diverged": sum(row["diverged"] for row in rows),
+            "configs": {s.config: {"mean": s.mean, "std": s.std} for s in scores},
+        },
+    )
+    files = sorted(path for path in out.iterdir() if path.is_file())
+    log_to_sweep(params, files)
+    return {
+        "leaderboard": out / "leaderboard.csv",
+        "report": out / "report.md",
+        "best_config": best.config if best else None,
+        "compute_seconds": time.perf_counter() - started,
+    }

@@ -1,0 +1,89 @@
+"""The MLflow pyfunc flavour of a trained autoencoder: loads without unpickling anything.
+
+The logged model carries this package as code (`code_paths`), its weights as safetensors and its
+spec as JSON; MLflow builds it from `pyfunc_entry.py` (models from code). Input: float32 images
+flattened to (n, C*H*W), intensities in [0, 1]. `params` selects what `predict` returns:
+
+    mode="reconstruct" (default)  (n, C*H*W) reconstruction probabilities
+    mode="encode"                 (n, latent) posterior means (the codes, for the AE)
+    mode="sample"                 (n_samples, C*H*W) decoded prior samples; the input is ignored
+    mode="interpolate"            rows 2i and 2i+1 are pairs; (pairs * steps, C*H*W) decoded points
+                                  on the straight line between their codes
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import torch
+
+from vaeops.checkpoints import SPEC_FILE, WEIGHTS_FILE, read_model
+
+MODES = ("reconstruct", "encode", "sample", "interpolate")
+DEFAULT_PARAMS = {"mode": "reconstruct", "n_samples": 16, "steps": 10, "seed": 0}
+
+
+def interpolate_codes(start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
+    """(pairs, latent) x 2 -> (pairs * steps, latent), each pair's line from start to end."""
+    weights = torch.linspace(0, 1, steps, device=start.device).view(1, steps, 1)
+    points = start.unsqueeze(1) * (1 - weights) + end.unsqueeze(1) * weights
+    return points.flatten(0, 1)
+
+
+class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.model = read_model(Path(context.artifacts["spec"]), Path(context.artifacts["weights"]))
+
+    def _images(self, model_input) -> torch.Tensor:
+        array = np.asarray(model_input, dtype=np.float32)
+        return torch.from_numpy(array).view(-1, *self.model.spec.image_shape)
+
+    @torch.no_grad()
+    def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:
+        options = DEFAULT_PARAMS | (params or {})
+        mode = options["mode"]
+        if mode not in MODES:
+            raise ValueError(f"unknown mode '{mode}'; valid: {', '.join(MODES)}")
+        generator = torch.Generator().manual_seed(int(options["seed"]))
+        if mode == "sample":
+            images = self.model.sample(int(options["n_samples"]), generator)
+        elif mode == "encode":
+            return self.model.encode(self._images(model_input))[0].numpy()
+        elif mode == "interpolate":
+            codes = self.model.encode(self._images(model_input))[0]
+            if len(codes) % 2:
+                raise ValueError("mode 'interpolate' needs an even number of rows (pairs)")
+            points = interpolate_codes(codes[0::2], codes[1::2], int(options["steps"]))
+            images = torch.sigmoid(self.model.decode(points))
+        else:
+            images = torch.sigmoid(self.model(self._images(model_input)).logits)
+        return images.flatten(1).numpy()
+
+
+def log_pyfunc_model(model_dir: Path, example: np.ndarray) -> str:
+    """Log the model in `model_dir` to the active run as a pyfunc; returns its model URI."""
+    import vaeops
+
+    entry = Path(vaeops.__file__).parent / "pyfunc_entry.py"
+    example = example.astype(np.float32)
+    signature = mlflow.models.infer_signature(
+        example, example, params={key: value for key, value in DEFAULT_PARAMS.items()}
+    )
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(entry),
+        code_paths=[str(Path(vaeops.__file__).parent)],
+        artifacts={"spec": str(model_dir / SPEC_FILE), "weights": str(model_dir / WEIGHTS_FILE)},
+        signature=signature,
+        input_example=example,
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            "safetensors",
+            "numpy",
+            "pydantic",
+            "pyyaml",
+        ],
+    )
+    return info.model_uri

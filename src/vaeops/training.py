@@ -1,0 +1,187 @@
+"""The fit loop: in-memory batches, seeding, resumable checkpoints and a divergence guard.
+
+The whole training split lives in one tensor; each epoch is a seeded permutation cut into
+batches, so there is no DataLoader, no per-sample transform and no worker process to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vaeops.config import TrainConfig
+from vaeops.models import Autoencoder
+from vaeops.objectives import LossTerms, loss_terms
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    diverged: bool = False
+    reason: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+class Diverged(Exception):
+    """Raised inside the loop when the loss is non-finite or explodes."""
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is 'cuda' but no GPU is visible; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's generators. The ops used here are deterministic on CPU and CUDA, so we skip
+    `torch.use_deterministic_algorithms`, whose first call costs seconds of imports."""
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def check_finite(terms: LossTerms, max_loss: float) -> None:
+    loss = terms.total.item()
+    if not math.isfinite(loss):
+        raise Diverged(f"non-finite loss ({loss})")
+    if loss > max_loss:
+        raise Diverged(f"loss {loss:.4g} exceeded train.max_loss={max_loss:g}")
+
+
+def terms_as_metrics(sums: torch.Tensor, count: int, variational: bool) -> dict[str, float]:
+    """Summed (loss, reconstruction, kl) over `count` images -> per-image metrics.
+
+    `loss` is what was minimised (reconstruction + beta * kl); `neg_elbo` is the beta = 1 bound,
+    reported for the VAE only (the AE has no ELBO).
+    """
+    loss, reconstruction, kl = (sums / count).tolist()
+    metrics = {"loss": loss, "reconstruction": reconstruction}
+    if variational:
+        metrics |= {"kl": kl, "neg_elbo": reconstruction + kl}
+    return metrics
+
+
+@torch.no_grad()
+def mean_loss_terms(
+    model: Autoencoder, images: torch.Tensor, beta: float, batch_size: int = 1000
+) -> dict[str, float]:
+    """Single-sample loss terms on `images`, in nats per image (see `terms_as_metrics`)."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, device=images.device)
+    for batch in images.split(batch_size):
+        terms = loss_terms(model(batch), batch, beta)
+        sums += torch.stack(list(terms)) * len(batch)
+    model.train(was_training)
+    return terms_as_metrics(sums, len(images), model.is_variational)
+
+
+def train_one_epoch(
+    model: Autoencoder,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    model.train()
+    order = torch.randperm(len(images), generator=generator).to(images.device)
+    sums = torch.zeros(3, device=images.device)
+    for batch_index in order.split(config.batch_size):
+        batch = images[batch_index]
+        with autocast(images.device, config.precision):
+            output = model(batch)
+        terms = loss_terms(output, batch, config.beta)
+        check_finite(terms, config.max_loss)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        optimizer.step()
+        sums += torch.stack([term.detach() for term in terms]) * len(batch)
+    return terms_as_metrics(sums, len(images), model.is_variational)
+
+
+def save_checkpoint(path: Path, model, optimizer, generator, history, extra: dict) -> None:
+    """Everything needed to resume after the last finished epoch, loadable with weights_only."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "batch_rng": generator.get_state(),
+        "history": history,
+        **extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    temporary.replace(path)  # atomic: an interrupt never leaves half a checkpoint
+
+
+def load_checkpoint(path: Path | None) -> dict | None:
+    if path is None or not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def fit(
+    model: Autoencoder,
+    train_images: torch.Tensor,
+    config: TrainConfig,
+    seed: int,
+    val_images: torch.Tensor | None = None,
+    checkpoint_path: Path | None = None,
+    on_epoch: EpochCallback | None = None,
+    checkpoint_extra: dict | None = None,
+) -> FitResult:
+    """Train with Adam for `config.epochs`, resuming from `checkpoint_path` if it holds a run.
+
+    Per-epoch metrics are namespaced (`train/neg_elbo`, `val/neg_elbo`, ...) and passed to
+    `on_epoch`; a non-finite or exploding loss ends the fit with `diverged=True` instead of raising.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    result = FitResult()
+    resumed = load_checkpoint(checkpoint_path)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        torch.set_rng_state(resumed["torch_rng"])
+        generator.set_state(resumed["batch_rng"])
+        result.history = list(resumed["history"])
+
+    started = time.perf_counter()
+    for epoch in range(len(result.history), config.epochs):
+        try:
+            train_terms = train_one_epoch(model, optimizer, train_images, config, generator)
+        except Diverged as error:
+            result.diverged, result.reason = True, f"epoch {epoch + 1}: {error}"
+            break
+        metrics = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in train_terms.items()}}
+        if val_images is not None:
+            val_terms = mean_loss_terms(model, val_images, config.beta)
+            metrics |= {f"val/{k}": v for k, v in val_terms.items()}
+        result.history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, metrics)
+        if checkpoint_path is not None:
+            save_checkpoint(
+                checkpoint_path, model, optimizer, generator, result.history, checkpoint_extra or {}
+            )
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,86 @@
+"""A variant is one trained model of the study: (model kind, activation, seed).
+
+Its name is the key everywhere: the DVC outputs folder, the MLflow run name, the registry tags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vaeops.config import ACTIVATION_NAMES, ConfigError, ModelConfig, Params
+from vaeops.models import ModelSpec
+
+
+@dataclass(frozen=True, order=True)
+class Variant:
+    kind: str
+    activation: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.activation}-s{self.seed}"
+
+    @property
+    def config_name(self) -> str:
+        """The activation config the seeds of which are aggregated when choosing a champion."""
+        return f"{self.kind}-{self.activation}"
+
+    def train_dir(self, params: Params) -> Path:
+        return params.paths.variants / self.name
+
+    def eval_dir(self, params: Params) -> Path:
+        return params.paths.evaluation / self.name
+
+    def model_spec(self, model: ModelConfig, image_shape: tuple[int, int, int]) -> ModelSpec:
+        return ModelSpec(
+            kind=self.kind,
+            architecture=model.architecture,
+            activation=self.activation,
+            decoder_activation=model.decoder_activation,
+            hidden=tuple(model.hidden),
+            latent=model.latent,
+            dropout=model.dropout,
+            image_shape=image_shape,
+        )
+
+
+def sweep_variants(params: Params) -> list[Variant]:
+    """Every variant of the sweep: each activation x seed as a VAE, and the baseline per seed."""
+    sweep = params.sweep
+    variants = [
+        Variant("vae", activation, seed) for activation in sweep.activations for seed in sweep.seeds
+    ]
+    variants += [
+        Variant(sweep.baseline.kind, sweep.baseline.activation, seed) for seed in sweep.seeds
+    ]
+    return variants
+
+
+def parse_variant(kind: str, activation: str, seed: int) -> Variant:
+    """A variant from command-line values, with the valid choices in the error."""
+    if kind not in ("vae", "ae"):
+        raise ConfigError(f"--kind: unknown model kind '{kind}'; valid: vae, ae")
+    if activation not in ACTIVATION_NAMES:
+        raise ConfigError(
+            f"--activation: unknown activation '{activation}'; valid: {', '.join(ACTIVATION_NAMES)}"
+        )
+    return Variant(kind, activation, seed)
+
+
+def select_variants(
+    params: Params, kind: str | None = None, activation: str | None = None, seed: int | None = None
+) -> list[Variant]:
+    """The sweep's variants matching every given filter; an empty match is an error."""
+    chosen = [
+        variant
+        for variant in sweep_variants(params)
+        if kind in (None, variant.kind)
+        and activation in (None, variant.activation)
+        and seed in (None, variant.seed)
+    ]
+    if not chosen:
+        names = ", ".join(variant.name for variant in sweep_variants(params))
+        raise ConfigError(f"no variant of the sweep matches those filters; the sweep has: {names}")
+    return chosen
