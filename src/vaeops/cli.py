@@ -119,6 +119,58 @@ def summarize(params: Path = PARAMS_OPTION) -> None:
 
 
 @app.command()
+def promote(params: Path = PARAMS_OPTION) -> None:
+    """Register every variant and promote the best activation config to @champion if it beats
+    the current champion by the margin (against MLFLOW_TRACKING_URI or the local store)."""
+    from vaeops.registry import promote as promote_step
+
+    result = promote_step(load(params))
+    typer.echo(
+        f"{result['decision']}: {result['candidate_variant']} "
+        f"(v{result['candidate_version']}, {result['metric']} {result['candidate_metric']:.3f}); "
+        f"{result['reason']}. Champion: {result['champion_uri']}"
+    )
+
+
+@app.command()
+def pull(
+    model_uri: str = typer.Argument(..., help="models:/NAME@ALIAS or models:/NAME/VERSION"),
+    out: Path = typer.Option(..., "--out", help="Folder to download the model into."),
+) -> None:
+    """Download a registered model and print how to load it."""
+    from vaeops.registry import pull as pull_model
+
+    local = pull_model(model_uri, out)
+    typer.echo(
+        f"downloaded {model_uri} to {local}\n"
+        "load it (mlflow and torch needed, vaeops not):\n"
+        f"  import mlflow; model = mlflow.pyfunc.load_model({str(local)!r})\n"
+        "  reconstructions = model.predict(images)  # float32 (n, 784) in [0, 1]"
+    )
+
+
+@app.command()
+def generate(
+    model_uri: str | None = typer.Option(
+        None, help="Model to use [default: models:/<promote.registered_model>@champion]."
+    ),
+    out: Path | None = typer.Option(None, help="Output folder [default: paths.generated]."),
+    n_samples: int | None = typer.Option(None, help="Prior samples [default: generate.n_samples]."),
+    input_path: Path | None = typer.Option(
+        None, "--input", help="IDX file, .npy or PNG folder to reconstruct [default: test split]."
+    ),
+    params: Path = PARAMS_OPTION,
+) -> None:
+    """The batch job: reconstructions, prior samples and interpolations from a registered model."""
+    from vaeops.generate import generate_batch
+    from vaeops.registry import CHAMPION, alias_uri
+
+    config = load(params)
+    uri = model_uri or alias_uri(config.promote.registered_model, CHAMPION)
+    echo_json(generate_batch(config, uri, out or config.paths.generated, n_samples, input_path))
+
+
+@app.command()
 def where(params: Path = PARAMS_OPTION) -> None:
     """Say where the study's results are and how to browse them."""
     from vaeops.tracking import DEFAULT_TRACKING_URI, tracking_uri
