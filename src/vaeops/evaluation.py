@@ -13,16 +13,21 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vaeops.models import Autoencoder
 from vaeops.models.activations import ACTIVATIONS
-from vaeops.objectives import bernoulli_nll, loss_terms
+from vaeops.objectives import loss_terms
 from vaeops.training import mean_loss_terms
 
 LOG_2PI = math.log(2 * math.pi)
-# Decoded images held in memory at once by the IWAE estimate: samples x images <= this.
+# Codes whose noise is drawn at once by the IWAE estimate: samples x images <= this. It fixes the
+# random draws (one randn call per chunk), so it stays as it is for results to stay comparable.
 IWAE_DECODES_PER_CHUNK = 32_768
+# Codes decoded per call on CPU: small enough that the (rows, pixels) logits and the likelihood's
+# temporaries stay in cache; on an accelerator the whole chunk is one call.
+IWAE_ROWS_PER_BLOCK_CPU = 8_192
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
@@ -30,26 +35,46 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
 
 
+def bernoulli_log_likelihood(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """log p(x|z) for logits (k, b, ...) of images (b, ...); returns (k, b).
+
+    The negated `bernoulli_nll` in the form sum_p x_p * l_p - softplus(l_p) (BCE with logits is
+    softplus(l) - x * l): the images broadcast over the k samples instead of being copied k times.
+    """
+    flat = logits.flatten(2)  # (k, b, pixels)
+    return (flat * images.flatten(1)).sum(-1) - F.softplus(flat).sum(-1)
+
+
+def importance_log_weights(
+    model: Autoencoder, images: torch.Tensor, mu, logvar, eps: torch.Tensor
+) -> torch.Tensor:
+    """log p(x, z) - log q(z|x) for z = mu + std * eps, eps (s, b, latent); returns (s, b)."""
+    z = mu + torch.exp(0.5 * logvar) * eps
+    logits = model.decode(z.flatten(0, 1))  # (s * b, C, H, W)
+    log_px_given_z = bernoulli_log_likelihood(logits.unflatten(0, eps.shape[:2]), images)
+    # log q(z|x) for z = mu + std * eps is a Gaussian density evaluated at eps.
+    log_qz = -0.5 * (eps.pow(2) + LOG_2PI + logvar).sum(-1)
+    return log_px_given_z + standard_normal_log_prob(z) - log_qz
+
+
 @torch.no_grad()
 def iwae_log_likelihood(model: Autoencoder, images: torch.Tensor, samples: int) -> torch.Tensor:
     """log p(x) >= log (1/k) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x); returns shape (n,).
 
-    Batched over samples and images: each chunk decodes (k * chunk) codes in one call.
+    Batched over samples and images: the noise of each chunk is drawn in one call and decoded in
+    blocks of about `IWAE_ROWS_PER_BLOCK_CPU` codes (the whole chunk on an accelerator).
     """
     model.eval()
     chunk = max(1, IWAE_DECODES_PER_CHUNK // samples)
     log_likelihoods = []
     for batch in images.split(chunk):
         mu, logvar = model.encode(batch)  # (b, latent) each
-        std = torch.exp(0.5 * logvar)
         eps = torch.randn(samples, *mu.shape, device=mu.device)  # (k, b, latent)
-        z = mu + std * eps
-        logits = model.decode(z.flatten(0, 1))  # (k * b, C, H, W)
-        targets = batch.expand(samples, *batch.shape).flatten(0, 1)
-        log_px_given_z = -bernoulli_nll(logits, targets).view(samples, -1)  # (k, b)
-        # log q(z|x) for z = mu + std * eps is a Gaussian density evaluated at eps.
-        log_qz = -0.5 * (eps.pow(2) + LOG_2PI + logvar).sum(-1)  # (k, b)
-        log_weights = log_px_given_z + standard_normal_log_prob(z) - log_qz
+        rows = IWAE_ROWS_PER_BLOCK_CPU if batch.device.type == "cpu" else IWAE_DECODES_PER_CHUNK
+        blocks = eps.split(max(1, rows // len(batch)))  # (s, b, latent) each, s <= k
+        log_weights = torch.cat(
+            [importance_log_weights(model, batch, mu, logvar, block) for block in blocks]
+        )  # (k, b)
         log_likelihoods.append(torch.logsumexp(log_weights, dim=0) - math.log(samples))
     return torch.cat(log_likelihoods)
 
@@ -107,9 +132,12 @@ def gradient_norms(
     for batch in images.split(batch_size):
         terms = loss_terms(model(batch), batch, beta)
         (terms.total * len(batch) / len(images)).backward()
+    # Parameters are registered encoder, decoder, head; the data flows encoder, head, decoder.
+    flow = ("encoder", "head", "decoder")
+    named = sorted(model.named_parameters(), key=lambda item: flow.index(item[0].split(".")[0]))
     norms = {
         f"grad_norm/{name.removesuffix('.weight')}": float(parameter.grad.norm())
-        for name, parameter in model.named_parameters()
+        for name, parameter in named
         if name.endswith("weight") and parameter.ndim >= 2 and parameter.grad is not None
     }
     model.zero_grad(set_to_none=True)

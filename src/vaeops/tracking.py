@@ -185,8 +185,12 @@ def log_artifacts_to_run(run_id: str, paths: list[Path], folder: str) -> None:
         client.log_artifact(run_id, str(path), artifact_path=folder)
 
 
-def record_evaluation(run_id: str, metrics: dict, images_dir: Path) -> None:
-    """Attach a variant's evaluation metrics and preview grids to its (finished) child run."""
+def record_evaluation(run_id: str, metrics: dict, images_dir: Path, step: int) -> None:
+    """Attach a variant's evaluation metrics and preview grids to its (finished) child run.
+
+    Logged at `step` = the last epoch, so where a key also has a per-epoch curve (val/neg_elbo)
+    the evaluation is that curve's final point rather than a stray point at step 0.
+    """
     client = MlflowClient()
     now = int(time.time() * 1000)
     numeric = {
@@ -196,7 +200,7 @@ def record_evaluation(run_id: str, metrics: dict, images_dir: Path) -> None:
     }
     client.log_batch(
         run_id,
-        metrics=[mlflow.entities.Metric(key, value, now, 0) for key, value in numeric.items()],
+        metrics=[mlflow.entities.Metric(key, value, now, step) for key, value in numeric.items()],
     )
     if images_dir.is_dir():
         client.log_artifacts(run_id, str(images_dir), artifact_path="images")

@@ -114,7 +114,7 @@ def study(mlflow_server, tmp_path_factory):
         },
         "model": {"hidden": [32], "latent": 4},
         "train": {"device": "cpu"},
-        "sweep": {"activations": ["relu", "tanh"], "seeds": [0, 1]},
+        "sweep": {"activations": ["relu", "tanh"], "seeds": [0]},
         "evaluate": {"iwae_samples": 16},
     }
     sweeps = {}
@@ -154,7 +154,7 @@ def test_promotion_lifecycle(study):
     assert weak_champion.version == first["candidate_version"]
     # every non-diverged variant of the sweep is a version, tagged with its identity and metrics
     versions = client.search_model_versions(f"name='{name}'")
-    assert len(versions) == first["registered_versions"] == 6
+    assert len(versions) == first["registered_versions"] == 3
     tags = weak_champion.tags
     assert {
         "vaeops.activation",

@@ -73,7 +73,12 @@ def load_torchvision(name: str, root: Path, download: bool) -> tuple[np.ndarray,
 
 
 def _find_idx(folder: Path, pattern: str) -> list[Path]:
-    found = sorted(folder.glob(f"*{pattern}")) + sorted(folder.glob(f"*{pattern}.gz"))
+    plain = sorted(folder.glob(f"*{pattern}"))
+    # A .gz beside its extracted twin (as torchvision's raw/ keeps them) is the same data.
+    packed = [
+        path for path in sorted(folder.glob(f"*{pattern}.gz")) if path.with_suffix("") not in plain
+    ]
+    found = plain + packed
     return sorted(found, key=lambda path: (not path.name.startswith("train"), path.name))
 
 

@@ -97,8 +97,10 @@ def evaluate_sweep(params: Params, variants: list[Variant] | None = None) -> lis
     results = []
     for variant in variants or sweep_variants(params):
         metrics = evaluate_variant(params, variant, splits)
-        run_id = read_json(variant.train_dir(params) / TRAIN_FILE)["run_id"]
-        tracking.record_evaluation(run_id, metrics, variant.eval_dir(params) / IMAGES_DIR)
+        trained = read_json(variant.train_dir(params) / TRAIN_FILE)
+        tracking.record_evaluation(
+            trained["run_id"], metrics, variant.eval_dir(params) / IMAGES_DIR, trained["epochs"]
+        )
         results.append(metrics)
     summary = {
         row["variant"]: {key: row.get(key) for key in ("diverged", *KEY_METRICS)} for row in results

@@ -83,9 +83,8 @@ def train_variant(params: Params, variant: Variant, parent_run_id: str | None = 
         if result.diverged:
             tracking.mark_failed(f"diverged at {result.reason}")
         else:
-            tracking.log_final_metrics(
-                {k: v for k, v in summary.items() if "/" in k or k == "train_seconds"}
-            )
+            # the final train/ and val/ values are already the last points of the epoch curves
+            tracking.log_final_metrics({"train_seconds": summary["train_seconds"]})
             tracking.end_run()
     except BaseException as error:
         tracking.mark_failed(f"{type(error).__name__}: {error}")

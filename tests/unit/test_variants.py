@@ -1,0 +1,117 @@
+"""Variants: the sweep's list, filtering it, and command-line values checked with the choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vaeops.config import ACTIVATION_NAMES, ConfigError, parse_params
+from vaeops.models import ModelSpec
+from vaeops.variants import Variant, parse_variant, select_variants, sweep_variants
+
+PARAMS = parse_params(
+    {
+        "paths": {"variants": "out/variants", "evaluation": "out/evaluation"},
+        "model": {"hidden": [32, 8], "latent": 3, "decoder_activation": "tanh"},
+        "sweep": {
+            "activations": ["relu", "gelu"],
+            "seeds": [0, 7],
+            "baseline": {"kind": "ae", "activation": "relu"},
+        },
+    }
+)
+
+
+def test_given_a_sweep_when_listed_then_each_activation_seed_pair_and_the_baseline_appear():
+    names = [variant.name for variant in sweep_variants(PARAMS)]
+
+    assert names == [
+        "vae-relu-s0",
+        "vae-relu-s7",
+        "vae-gelu-s0",
+        "vae-gelu-s7",
+        "ae-relu-s0",
+        "ae-relu-s7",
+    ]
+
+
+def test_given_the_default_params_when_listed_then_one_vae_and_one_baseline():
+    assert sweep_variants(parse_params({})) == [Variant("vae", "relu", 0), Variant("ae", "relu", 0)]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (
+            {},
+            [
+                "vae-relu-s0",
+                "vae-relu-s7",
+                "vae-gelu-s0",
+                "vae-gelu-s7",
+                "ae-relu-s0",
+                "ae-relu-s7",
+            ],
+        ),
+        ({"activation": "gelu"}, ["vae-gelu-s0", "vae-gelu-s7"]),
+        ({"activation": "relu"}, ["vae-relu-s0", "vae-relu-s7", "ae-relu-s0", "ae-relu-s7"]),
+        ({"kind": "ae"}, ["ae-relu-s0", "ae-relu-s7"]),
+        ({"seed": 0}, ["vae-relu-s0", "vae-gelu-s0", "ae-relu-s0"]),
+        ({"kind": "vae", "activation": "relu", "seed": 7}, ["vae-relu-s7"]),
+    ],
+)
+def test_given_filters_when_selecting_then_only_matching_variants_are_returned(filters, expected):
+    assert [variant.name for variant in select_variants(PARAMS, **filters)] == expected
+
+
+@pytest.mark.parametrize(
+    "filters", [{"activation": "tanh"}, {"seed": 3}, {"kind": "ae", "activation": "gelu"}]
+)
+def test_given_filters_that_match_nothing_when_selecting_then_config_error_lists_the_sweep(
+    filters,
+):
+    with pytest.raises(ConfigError) as caught:
+        select_variants(PARAMS, **filters)
+
+    for variant in sweep_variants(PARAMS):
+        assert variant.name in str(caught.value)
+
+
+def test_given_valid_command_line_values_when_parsed_then_the_variant_is_built():
+    variant = parse_variant("ae", "prelu", 4)
+
+    assert variant == Variant("ae", "prelu", 4)
+    assert variant.name == "ae-prelu-s4"
+    assert variant.config_name == "ae-prelu"
+
+
+def test_given_an_unknown_activation_when_parsed_then_config_error_lists_valid_names():
+    with pytest.raises(ConfigError) as caught:
+        parse_variant("vae", "nope", 0)
+
+    assert "--activation" in str(caught.value)
+    for name in ACTIVATION_NAMES:
+        assert name in str(caught.value)
+
+
+def test_given_an_unknown_kind_when_parsed_then_config_error_lists_vae_and_ae():
+    with pytest.raises(ConfigError, match="valid: vae, ae"):
+        parse_variant("gan", "relu", 0)
+
+
+def test_given_a_variant_when_asked_for_folders_and_spec_then_they_follow_params():
+    variant = Variant("vae", "gelu", 7)
+
+    assert variant.train_dir(PARAMS) == Path("out/variants/vae-gelu-s7")
+    assert variant.eval_dir(PARAMS) == Path("out/evaluation/vae-gelu-s7")
+    assert variant.model_spec(PARAMS.model, (1, 28, 28)) == ModelSpec(
+        kind="vae",
+        architecture="mlp",
+        activation="gelu",
+        decoder_activation="tanh",
+        hidden=(32, 8),
+        latent=3,
+        dropout=0.0,
+        image_shape=(1, 28, 28),
+    )
