@@ -25,20 +25,12 @@ from vaeops.config import Params
 from vaeops.errors import VaeopsError
 from vaeops.leaderboard import ConfigScore, aggregate, leaderboard_rows
 from vaeops.outputs import write_json
+from vaeops.steps.evaluate import KEY_METRICS, seeded_split_metrics
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 PROMOTION_LOG = "promotion_log.jsonl"
-METRIC_TAGS = (
-    "val/iwae_nll",
-    "val/neg_elbo",
-    "val/reconstruction",
-    "val/active_units",
-    "test/iwae_nll",
-    "test/neg_elbo",
-    "test/reconstruction",
-)
 MODEL_DESCRIPTION = """\
 Autoencoder from the vaeops activation study (kind, activation and seed are in the version tags).
 Input: float32 images flattened to (n, 784), intensities in [0, 1]. Load without vaeops installed:
@@ -149,7 +141,7 @@ def version_tags(row: dict, sweep_run_id: str, data_version: str) -> dict[str, s
         "vaeops.data_version": data_version,
         "vaeops.sweep": sweep_run_id,
     }
-    return tags | {key: str(row[key]) for key in METRIC_TAGS if row.get(key) is not None}
+    return tags | {key: str(row[key]) for key in KEY_METRICS if row.get(key) is not None}
 
 
 def find_version_for_run(client: MlflowClient, name: str, run_id: str):
@@ -192,26 +184,14 @@ def register_sweep(params: Params, rows: list[dict], sweep_run_id: str) -> dict[
 def reevaluate(params: Params, version) -> float:
     """The champion's promotion metric on the current validation split, computed as the
     evaluate step computes it for every candidate (same code, same seed, same k)."""
-    import torch
-
     from vaeops.checkpoints import SPEC_FILE, WEIGHTS_FILE, read_model
     from vaeops.data.splits import load_split
-    from vaeops.evaluation import split_metrics
 
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}"))
     spec = next(local.rglob(SPEC_FILE))
     model = read_model(spec, spec.with_name(WEIGHTS_FILE))
     images = load_split(params.paths.splits, "val").images
-    config = params.evaluate
-    torch.manual_seed(config.seed)
-    metrics = split_metrics(
-        model,
-        images,
-        config.iwae_samples,
-        params.train.beta,
-        config.batch_size,
-        config.active_unit_threshold,
-    )
+    metrics = seeded_split_metrics(params, model, images)
     value = metrics[params.promote.metric.removeprefix("val/")]
     if value is None:
         raise RegistryError(

@@ -38,6 +38,21 @@ def preview_images(model: Autoencoder, images: torch.Tensor, directory: Path) ->
     ]
 
 
+def seeded_split_metrics(params: Params, model: Autoencoder, images: torch.Tensor) -> dict:
+    """`split_metrics` with the evaluate params and seed: every model, candidate or champion,
+    is scored with the same importance samples."""
+    config = params.evaluate
+    torch.manual_seed(config.seed)
+    return split_metrics(
+        model,
+        images,
+        config.iwae_samples,
+        params.train.beta,
+        config.batch_size,
+        config.active_unit_threshold,
+    )
+
+
 def evaluate_variant(params: Params, variant: Variant, splits: dict[str, torch.Tensor]) -> dict:
     """Validation and test metrics and preview grids of one trained variant (its eval.json)."""
     started = time.perf_counter()
@@ -50,15 +65,7 @@ def evaluate_variant(params: Params, variant: Variant, splits: dict[str, torch.T
         return metrics
     model = load_model(variant.train_dir(params), device=str(splits["val"].device))
     for split, images in splits.items():
-        torch.manual_seed(config.seed)  # the same importance samples for every variant
-        values = split_metrics(
-            model,
-            images,
-            config.iwae_samples,
-            params.train.beta,
-            config.batch_size,
-            config.active_unit_threshold,
-        )
+        values = seeded_split_metrics(params, model, images)
         metrics |= {f"{split}/{key}": value for key, value in values.items()}
     val_images = splits["val"]
     metrics["val/dead_unit_fraction"] = dead_unit_fraction(
@@ -81,6 +88,7 @@ KEY_METRICS = (
     "val/active_units",
     "test/iwae_nll",
     "test/neg_elbo",
+    "test/reconstruction",
 )
 
 
