@@ -45,7 +45,7 @@ def data_fetch(
     dataset: str | None = typer.Option(
         None,
         help="mnist-5k (bundled), mnist, fashion-mnist, kmnist, or idx:DIR "
-        "[default: data.dataset in params.yaml].",
+        "(default: data.dataset in params.yaml).",
     ),
     root: Path | None = typer.Option(None, help="Where torchvision datasets keep raw files."),
     download: bool = typer.Option(False, help="Let torchvision download (needs network)."),
@@ -84,7 +84,11 @@ def train(
     from vaeops.variants import parse_variant
 
     config = load(params)
-    summary = train_variant(config, parse_variant(kind, activation, seed))
+    try:
+        summary = train_variant(config, parse_variant(kind, activation, seed))
+    except KeyboardInterrupt:
+        typer.echo("interrupted; a rerun resumes from the last finished epoch", err=True)
+        raise typer.Exit(130) from None
     if summary["diverged"]:
         typer.echo(
             f"warning: {summary['variant']} diverged ({summary['failure_reason']})", err=True
@@ -152,12 +156,12 @@ def pull(
 @app.command()
 def generate(
     model_uri: str | None = typer.Option(
-        None, help="Model to use [default: models:/<promote.registered_model>@champion]."
+        None, help="Model to use (default: models:/<promote.registered_model>@champion)."
     ),
-    out: Path | None = typer.Option(None, help="Output folder [default: paths.generated]."),
-    n_samples: int | None = typer.Option(None, help="Prior samples [default: generate.n_samples]."),
+    out: Path | None = typer.Option(None, help="Output folder (default: paths.generated)."),
+    n_samples: int | None = typer.Option(None, help="Prior samples (default: generate.n_samples)."),
     input_path: Path | None = typer.Option(
-        None, "--input", help="IDX file, .npy or PNG folder to reconstruct [default: test split]."
+        None, "--input", help="IDX file, .npy or PNG folder to reconstruct (default: test split)."
     ),
     params: Path = PARAMS_OPTION,
 ) -> None:
@@ -193,6 +197,143 @@ def where(params: Path = PARAMS_OPTION) -> None:
     )
 
 
+# Benchmarks (issue 4): commands that print figures; the logic is in vaeops.benchmarks. ---------
+bench_app = typer.Typer(
+    help="Benchmarks: training throughput against the matmul roofline, pipeline overhead.",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
+IDX_DIR_OPTION = typer.Option(
+    ..., "--idx-dir", help="MNIST-format IDX folder (train-/t10k- files, or DIR/MNIST/raw/)."
+)
+
+
+@bench_app.command("train")
+def bench_train(
+    idx_dir: Path = IDX_DIR_OPTION,
+    epochs: int = typer.Option(3, min=1, help="Epochs of each timed run."),
+    batch_size: int = typer.Option(128, min=1),
+    activation: str = typer.Option("relu"),
+    hidden: int = typer.Option(400, min=1),
+    latent: int = typer.Option(20, min=1),
+    seed: int = typer.Option(0),
+    baseline: bool = typer.Option(False, help="Also time the idiomatic DataLoader loop."),
+    precision: str = typer.Option("fp32", help="bf16: also time a bf16-autocast run."),
+    iwae_samples: int = typer.Option(0, min=0, help="IWAE k for the throughput figure (0: skip)."),
+    iwae_images: int = typer.Option(10_000, min=1, help="Test images the IWAE figure uses."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Train through the pipeline's fit loop and print one JSON line of throughput figures."""
+    from vaeops.benchmarks.train import TrainBenchConfig
+    from vaeops.benchmarks.train import bench_train as run_bench
+
+    if precision not in ("fp32", "bf16"):
+        raise typer.BadParameter("--precision: fp32 or bf16")
+    config = TrainBenchConfig(
+        idx_dir, epochs, batch_size, activation, hidden, latent, seed, baseline,
+        precision == "bf16", iwae_samples, iwae_images, device,
+    )  # fmt: skip
+    typer.echo(json.dumps(run_bench(config)))
+
+
+@bench_app.command("scaling")
+def bench_scaling(
+    idx_dir: Path = IDX_DIR_OPTION,
+    sizes: str = typer.Option("5000,20000,60000", help="Training-set sizes, comma-separated."),
+    epochs: int = typer.Option(2, min=1),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Print one JSON line: training-epoch time against the number of training images."""
+    from vaeops.benchmarks.train import TrainBenchConfig
+    from vaeops.benchmarks.train import bench_scaling as run_bench
+
+    counts = [int(size) for size in sizes.split(",")]
+    config = TrainBenchConfig(idx_dir, epochs=epochs, device=device)
+    typer.echo(json.dumps(run_bench(config, counts)))
+
+
+@bench_app.command("make-idx")
+def bench_make_idx(
+    out: Path = typer.Option(..., "--out", help="Folder to write (DIR/MNIST/raw/...)."),
+    train_size: int = typer.Option(60_000, min=1),
+    test_size: int = typer.Option(10_000, min=1),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write a 60k/10k MNIST-format IDX folder tiled (small random shifts) from the 5k digits."""
+    from vaeops.benchmarks.mnist_idx import make_idx_folder
+
+    sizes = make_idx_folder(out, train_size=train_size, test_size=test_size, seed=seed)
+    typer.echo(f"wrote {sizes['train']} train and {sizes['test']} test images to {out}/MNIST/raw/")
+
+
+@bench_app.command("pipeline")
+def bench_pipeline(
+    project: Path = typer.Option(Path("."), help="The project to copy (its working tree)."),
+    keep: Path | None = typer.Option(None, help="Scratch folder to use and keep (default: tmp)."),
+    sweep_sizes: str = typer.Option(
+        "1,2,4", help="Activations per sweep for the fan-out scaling ('' to skip)."
+    ),
+) -> None:
+    """Run the default `dvc repro` in a scratch copy; print wall time against steps' compute."""
+    from vaeops.benchmarks.pipeline import bench_pipeline as run_bench
+
+    counts = tuple(int(size) for size in sweep_sizes.split(",") if size.strip())
+    typer.echo(json.dumps(run_bench(project, keep, counts)))
+
+
+# Orchestration: Prefect flows and the scheduled deployment (vaeops.orchestration). ------------
+# Defaults repeat orchestration.DEFAULT_CRON / DEPLOYMENT_NAME: importing it here costs seconds.
+FLOW_NAMES = ("study", "retrain")
+WORKERS_OPTION = typer.Option(
+    None, min=1, help="Variants trained in parallel (default: one per core)."
+)
+DASK_OPTION = typer.Option(
+    None,
+    "--dask-address",
+    help="Fan out on a Dask scheduler (tcp://127.0.0.1:8786), or 'local' for a LocalCluster; "
+    "needs the dask extra (default: local processes).",
+)
+
+
+@app.command("flow")
+def flow_run(
+    name: str = typer.Argument(..., help="study (the whole sweep) or retrain (if data changed)."),
+    workers: int | None = WORKERS_OPTION,
+    dask_address: str | None = DASK_OPTION,
+    force: bool = typer.Option(False, help="retrain: run the study even if data is unchanged."),
+    params: Path = PARAMS_OPTION,
+) -> None:
+    """Run a Prefect flow once: the study (variants in parallel) or the data-driven retrain."""
+    if name not in FLOW_NAMES:
+        raise typer.BadParameter(f"'{name}': valid flows: {', '.join(FLOW_NAMES)}")
+    if force and name != "retrain":
+        raise typer.BadParameter("--force applies to the retrain flow only")
+    load(params)  # a bad params file fails here, before Prefect starts
+    from vaeops import orchestration
+
+    options = {"params_path": str(params), "workers": workers, "dask_address": dask_address}
+    if name == "retrain":
+        echo_json(orchestration.retrain(**options, force=force))
+    else:
+        echo_json(orchestration.study(**options))
+
+
+@app.command()
+def schedule(
+    cron: str = typer.Option(
+        "0 3 * * 1", envvar="VAEOPS_SCHEDULE_CRON", help="When to check for new data (UTC)."
+    ),
+    workers: int | None = WORKERS_OPTION,
+    dask_address: str | None = DASK_OPTION,
+    name: str = typer.Option("weekly-retrain", help="Deployment name."),
+    params: Path = PARAMS_OPTION,
+) -> None:
+    """Serve the scheduled retrain deployment against PREFECT_API_URL until stopped (Ctrl-C)."""
+    from vaeops import orchestration
+
+    orchestration.serve_retrain(cron, str(params), workers, dask_address, name)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     for key, value in TELEMETRY_OFF.items():
@@ -205,6 +346,3 @@ def main() -> None:
         message = str(error).strip() or type(error).__name__
         typer.echo(f"error: {message}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; a rerun resumes from the last finished epoch", err=True)
-        sys.exit(130)

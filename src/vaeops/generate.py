@@ -172,8 +172,10 @@ def generate_batch(
     grids = write_grids(arrays, shape, config, out_dir)
     arrays_path = out_dir / "arrays.npz"
     np.savez_compressed(arrays_path, **arrays)
-    mlflow.set_experiment(BATCH_EXPERIMENT)
-    with mlflow.start_run(run_name="generate", tags=tags) as run:
+    # An explicit experiment id, not set_experiment: the process-wide default must not change
+    # under later steps that run in the same process (the Prefect flow).
+    batch = tracking.experiment_id(BATCH_EXPERIMENT)
+    with mlflow.start_run(experiment_id=batch, run_name="generate", tags=tags) as run:
         mlflow.log_params({"n_inputs": len(inputs), "n_samples": len(arrays["samples"])})
         for path in [*grids.values(), arrays_path]:
             mlflow.log_artifact(str(path))

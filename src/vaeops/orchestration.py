@@ -4,17 +4,20 @@ Where the code lives. The flows and tasks are defined here, inside the installed
 CLI (`vaeops flow`, `vaeops schedule`), Prefect's runner and every Dask worker import them by
 module name (`vaeops.orchestration`), from any working directory and in the container image, with
 no `sys.path` juggling. `pipelines/flows.py` and `pipelines/deploy.py` are the thin entry files
-of the project layout: they parse arguments and call the flows and `serve_retrain` below. Each
-task calls exactly one library step; nothing here computes a metric or writes an output.
+of the project layout (what a `prefect deploy` entrypoint names): they parse arguments and call
+the flows and `serve_retrain` below. Each task calls exactly one library step; nothing here
+computes a metric or writes an output.
 
 Fan-out. Variants train in separate *processes*: Prefect's `ProcessPoolTaskRunner` on this
 machine, or Dask workers (one thread each) on a cluster. Not threads: MLflow 3.17 keeps its
-active-run stack per thread (`ThreadLocalVariable`), so concurrent child runs would be tracked
+active-run stack per thread (`ThreadLocalVariable`), so concurrent child runs are tracked
 correctly, but torch's default random generator is global to the process. Weight initialisation
-and the reparameterisation noise (`randn_like`) draw from it, so two variants training in threads
-of one process interleave their draws and lose the seeded results that `dvc repro` reproduces.
-A pool process is reused for the next variant, so torch is imported once per worker, not once
-per variant as with a `vaeops train` subprocess each.
+and the reparameterisation noise (`randn_like`) draw from it, so variants training in threads of
+one process interleave their draws: measured with 2 threads, the VAEs' validation ELBO came out
+different from a sequential run (vae-relu-s0 182.21 against 188.11), while the process pool and
+the Dask workers reproduce the sequential figures. A pool process is reused for the next
+variant, so torch is imported once per worker, not once per variant as with one `vaeops train`
+subprocess each. Each worker gets cores / workers torch threads: more oversubscribe the CPU.
 
 Who decides what. DVC decides what is stale; these flows rerun the steps they call (Prefect's
 task caching is off), and Prefect adds scheduling, retries and the fan-out.
@@ -22,9 +25,12 @@ task caching is off), and Prefect adds scheduling, retries and the fan-out.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
@@ -134,6 +140,22 @@ def fan_out_runner(
     return DaskTaskRunner(address=dask_address)
 
 
+@contextlib.contextmanager
+def api_shared_with_workers() -> Iterator[None]:
+    """Without PREFECT_API_URL, Prefect runs a temporary server for this process; worker processes
+    would each start their own (seconds each) and report their task runs where the flow run is
+    not. Point them at this process's server instead."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = SubprocessASGIServer()  # the singleton the client started, if it did
+    if PREFECT_API_URL.value() or not server.running:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
+
+
 def train_all(
     params: Params,
     parent_run_id: str,
@@ -146,7 +168,8 @@ def train_all(
     local processes or a Dask cluster at run time.
     """
     variants = sweep_variants(params)
-    with fan_out_runner(len(variants), workers, dask_address) as runner:
+    runner = fan_out_runner(len(variants), workers, dask_address)
+    with api_shared_with_workers(), runner:
         futures = runner.map(
             train_task,
             {
@@ -194,26 +217,37 @@ def study(
     }
 
 
-def champion_data_version(params: Params) -> tuple[str, str] | None:
-    """(version, data version it was trained on) of the current @champion, or None."""
-    champion = registry.current_champion(MlflowClient(), params.promote.registered_model)
-    if champion is None:
+def aliased_version(client: MlflowClient, name: str, alias: str):
+    """The model version an alias points at, or None (no such model or alias)."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
         return None
-    return str(champion.version), champion.tags.get(DATA_VERSION_TAG, "unknown")
 
 
 def retrain_decision(params: Params, dvc_file: Path = Path("data.dvc")) -> tuple[bool, str]:
-    """Retrain when there is no champion or the data changed since it was trained."""
+    """Retrain when there is no @champion or the data changed since it was trained.
+
+    A study on new data whose best does not beat the champion leaves @champion on the old data
+    and marks its best @challenger (registry.promote); the challenger's data version counts as
+    studied too, or every scheduled run would retrain the same data again.
+    """
     tracking.configure_tracking()
     current = tracking.data_version(dvc_file)
+    client = MlflowClient()
     name = params.promote.registered_model
-    champion = champion_data_version(params)
+    champion = aliased_version(client, name, registry.CHAMPION)
     if champion is None:
         return True, f"{name} has no @{registry.CHAMPION} yet"
-    version, trained_on = champion
-    if trained_on == current:
-        return False, f"data {current} unchanged since {name} v{version} (@champion) was trained"
-    return True, f"data changed: {name} v{version} was trained on {trained_on}, data is {current}"
+    for alias in (registry.CHAMPION, registry.CHALLENGER):
+        version = aliased_version(client, name, alias)
+        if version is not None and version.tags.get(DATA_VERSION_TAG) == current:
+            return False, f"data {current} already studied: {name} v{version.version} (@{alias})"
+    trained_on = champion.tags.get(DATA_VERSION_TAG, "unknown")
+    return True, (
+        f"data changed: {name} v{champion.version} (@{registry.CHAMPION}) was trained on "
+        f"{trained_on}, data is now {current}"
+    )
 
 
 @flow(name="vae-retrain")
@@ -263,7 +297,8 @@ def serve_retrain(
     """Register the scheduled retrain deployment with the Prefect API and run it; blocks."""
     from prefect.types.entrypoint import EntrypointType
 
-    load_params(params_path)  # fail now, not at 03:00 on Monday
+    # Fail now, not at 03:00 on Monday: the params file and the fan-out options are checked here.
+    fan_out_runner(len(sweep_variants(load_params(params_path))), workers, dask_address)
     retrain.serve(
         name=name,
         cron=validate_cron(cron),

@@ -142,8 +142,11 @@ def start_variant_run(
     """Start (or resume, after an interrupt) the child run of one variant."""
     if resume_run_id is not None:
         return mlflow.start_run(run_id=resume_run_id)
-    mlflow.set_experiment(params.tracking.experiment)
-    run = mlflow.start_run(run_name=variant.name, tags=variant_tags(variant, parent_run_id))
+    run = mlflow.start_run(
+        experiment_id=experiment_id(params.tracking.experiment),
+        run_name=variant.name,
+        tags=variant_tags(variant, parent_run_id),
+    )
     model = params.model.model_dump(mode="json")
     train = params.train.model_dump(mode="json")
     mlflow.log_params(

@@ -2,6 +2,10 @@
 
 The whole training split lives in one tensor; each epoch is a seeded permutation cut into
 batches, so there is no DataLoader, no per-sample transform and no worker process to start.
+Adam runs as torch's fused kernel (one pass over the parameters per step) without torch.optim, so
+the process never imports torch._dynamo (see `FusedAdam`); on an accelerator the divergence guard
+reads the losses every `GUARD_INTERVAL` batches instead of synchronizing the device each batch.
+`vaeops bench train` measures this loop (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from vaeops.models import Autoencoder
 from vaeops.objectives import LossTerms, loss_terms
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+# Batches between reads of the loss on an accelerator: each read waits for the device to drain its
+# queue of kernels. On CPU a read is free and every batch is checked before its update.
+GUARD_INTERVAL = 32
 
 
 @dataclass
@@ -58,12 +65,135 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def check_finite(terms: LossTerms, max_loss: float) -> None:
-    loss = terms.total.item()
+def check_loss(loss: float, max_loss: float) -> None:
     if not math.isfinite(loss):
         raise Diverged(f"non-finite loss ({loss})")
     if loss > max_loss:
         raise Diverged(f"loss {loss:.4g} exceeded train.max_loss={max_loss:g}")
+
+
+def check_finite(terms: LossTerms, max_loss: float) -> None:
+    check_loss(terms.total.item(), max_loss)
+
+
+def check_pending(losses: list[torch.Tensor], max_loss: float) -> None:
+    """Check batch losses kept on the device, in order, with one read; empties `losses`."""
+    if losses:
+        values = torch.stack(losses).tolist()
+        losses.clear()
+        for loss in values:
+            check_loss(loss, max_loss)
+
+
+class FusedAdam:
+    """Adam (Kingma & Ba 2015) as torch's fused kernel, with torch.optim.Adam's state_dict layout
+    (a checkpoint of either loads into the other) and the same update: the kernel call that
+    `torch.optim.Adam(fused=True).step()` makes.
+
+    Why not torch.optim.Adam itself: every torch.optim.Optimizer imports torch._dynamo when it is
+    built (its methods are wrapped for torch.compile), about 2 s of start-up that each training
+    process of the sweep would pay for a compiler this loop never uses. Fused, because the
+    default CPU Adam runs about ten element-wise kernels per parameter tensor, the fused one one.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+        group = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": 0.0,
+            "amsgrad": False,
+            "maximize": False,
+            "foreach": None,
+            "capturable": False,
+            "differentiable": False,
+            "fused": True,
+            "decoupled_weight_decay": False,
+            "params": list(params),
+        }
+        self.param_groups = [group]
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return self.param_groups[0]["params"]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for param in self.params:
+            if set_to_none:
+                param.grad = None
+            elif param.grad is not None:
+                param.grad.zero_()
+
+    def _param_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
+        if param not in self.state:  # lazily, as torch.optim.Adam: step is a float32 tensor
+            self.state[param] = {
+                "step": torch.zeros((), dtype=torch.float32, device=param.device),
+                "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
+            }
+        return self.state[param]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        params = [param for param in self.params if param.grad is not None]
+        if not params:
+            return
+        states = [self._param_state(param) for param in params]
+        steps = [state["step"] for state in states]
+        beta1, beta2 = group["betas"]
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(
+            params,
+            [param.grad for param in params],
+            [state["exp_avg"] for state in states],
+            [state["exp_avg_sq"] for state in states],
+            [],  # max_exp_avg_sqs: amsgrad is off
+            steps,
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+            grad_scale=None,
+            found_inf=None,
+        )
+
+    def state_dict(self) -> dict:
+        """torch.optim's layout: {"state": {index: {step, exp_avg, exp_avg_sq}},
+        "param_groups": [{hyperparameters..., "params": [indices]}]}."""
+        index = {param: number for number, param in enumerate(self.params)}
+        group = {key: value for key, value in self.param_groups[0].items() if key != "params"}
+        return {
+            "state": {index[param]: dict(state) for param, state in self.state.items()},
+            "param_groups": [group | {"params": list(range(len(self.params)))}],
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        (saved,) = state_dict["param_groups"]
+        if len(saved["params"]) != len(self.params):
+            raise ValueError("optimizer state is for a model with a different number of tensors")
+        for key in ("lr", "betas", "eps"):
+            self.param_groups[0][key] = tuple(saved[key]) if key == "betas" else saved[key]
+        self.state = {}
+        for number, state in state_dict["state"].items():
+            param = self.params[saved["params"].index(int(number))]
+            self.state[param] = {
+                "step": torch.as_tensor(state["step"], dtype=torch.float32).to(param.device),
+                "exp_avg": state["exp_avg"].to(param),
+                "exp_avg_sq": state["exp_avg_sq"].to(param),
+            }
+
+
+def make_optimizer(model: Autoencoder, learning_rate: float) -> FusedAdam | torch.optim.Adam:
+    """`FusedAdam` where torch has the fused kernel for the parameters' device, else torch's."""
+    parameters = list(model.parameters())
+    if parameters[0].device.type in ("cpu", "cuda"):
+        return FusedAdam(parameters, lr=learning_rate)
+    return torch.optim.Adam(parameters, lr=learning_rate)
 
 
 def terms_as_metrics(sums: torch.Tensor, count: int, variational: bool) -> dict[str, float]:
@@ -96,24 +226,32 @@ def mean_loss_terms(
 
 def train_one_epoch(
     model: Autoencoder,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | FusedAdam,
     images: torch.Tensor,
     config: TrainConfig,
     generator: torch.Generator,
 ) -> dict[str, float]:
     model.train()
-    order = torch.randperm(len(images), generator=generator).to(images.device)
-    sums = torch.zeros(3, device=images.device)
-    for batch_index in order.split(config.batch_size):
-        batch = images[batch_index]
-        with autocast(images.device, config.precision):
+    device = images.device
+    order = torch.randperm(len(images), generator=generator).to(device)
+    sums = torch.zeros(3, device=device)
+    pending: list[torch.Tensor] = []  # batch losses not yet read (accelerators only)
+    for batch_number, batch_index in enumerate(order.split(config.batch_size), start=1):
+        batch = images.index_select(0, batch_index)  # (b, C, H, W), same rows as images[index]
+        with autocast(device, config.precision):
             output = model(batch)
         terms = loss_terms(output, batch, config.beta)
-        check_finite(terms, config.max_loss)
+        if device.type == "cpu":
+            check_finite(terms, config.max_loss)
+        else:
+            pending.append(terms.total.detach())
+            if batch_number % GUARD_INTERVAL == 0:
+                check_pending(pending, config.max_loss)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         optimizer.step()
         sums += torch.stack([term.detach() for term in terms]) * len(batch)
+    check_pending(pending, config.max_loss)
     return terms_as_metrics(sums, len(images), model.is_variational)
 
 
@@ -154,7 +292,7 @@ def fit(
     Per-epoch metrics are namespaced (`train/neg_elbo`, `val/neg_elbo`, ...) and passed to
     `on_epoch`; a non-finite or exploding loss ends the fit with `diverged=True` instead of raising.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = make_optimizer(model, config.learning_rate)
     generator = torch.Generator().manual_seed(seed)
     result = FitResult()
     resumed = load_checkpoint(checkpoint_path)

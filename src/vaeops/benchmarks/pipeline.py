@@ -1,0 +1,319 @@
+"""`vaeops bench pipeline`: the default `dvc repro` in a scratch copy, against its own compute.
+
+Wall time is what a user waits for; compute is what the steps themselves report
+(`compute_seconds` in their printed JSON and output files). The difference is the overhead:
+DVC's orchestration (hashing, locking, caching outputs), each stage's process start-up
+(Python, torch, mlflow imports), MLflow logging and file I/O outside the timed step bodies.
+
+The scratch copy is the working tree (tracked and untracked, not ignored, files) plus the data
+folder, with its own MLflow store and DVC cache, so nothing of the project's outputs, mlruns or
+cache is read or written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+STAGE_MARKER = re.compile(r"Running stage '([^']+)'")
+COMPUTE_FIELD = re.compile(r'"compute_seconds":\s*([0-9.eE+-]+)')
+# Steps whose CLI output does not print their compute seconds, and the JSON file that holds them.
+RECORD_FILES = {"promote": ("paths", "promotion")}
+# One-off import costs a pipeline stage can pay, measured in fresh interpreters.
+IMPORT_PROBES = {
+    "python": "pass",
+    "vaeops_cli": "import vaeops.cli",
+    "torch": "import torch",
+    "torch_dynamo": "import torch, torch._dynamo",
+    "mlflow": "import mlflow",
+    "train_step": "import vaeops.steps.train, vaeops.tracking",
+}
+
+
+@dataclass
+class StageTiming:
+    name: str
+    wall_seconds: float = 0.0
+    compute_seconds: float | None = None
+    output: list[str] = field(default_factory=list)
+
+
+def bench_environment(scratch: Path) -> dict[str, str]:
+    """The venv's tools first on PATH, MLflow pointed at the scratch store, telemetry off."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlruns' / 'mlflow.db'}"
+    env |= {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def project_files(project: Path) -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [name for name in listed.split("\0") if name]
+
+
+def copy_project(project: Path, scratch: Path) -> None:
+    """The working tree and the data folder into `scratch`, made a git repo of its own (DVC needs
+    an SCM; nothing is committed)."""
+    for name in project_files(project):
+        source = project / name
+        if source.is_file():  # a file deleted in the working tree is still listed by git
+            target = scratch / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    data = yaml.safe_load((project / "params.yaml").read_text())["paths"]["data"]
+    shutil.copytree(project / data, scratch / data, dirs_exist_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=scratch, check=True)
+
+
+def stage_compute(stage: StageTiming) -> float | None:
+    """The sum of the compute seconds a stage printed (evaluate prints one per variant)."""
+    found = [float(value) for value in COMPUTE_FIELD.findall("\n".join(stage.output))]
+    return sum(found) if found else None
+
+
+def recorded_compute(scratch: Path, stage: str) -> float | None:
+    """Compute seconds from a step's JSON output file, for steps that do not print them."""
+    import json
+
+    if stage not in RECORD_FILES:
+        return None
+    section, key = RECORD_FILES[stage]
+    params = yaml.safe_load((scratch / "params.yaml").read_text())
+    path = scratch / params[section][key]
+    return json.loads(path.read_text()).get("compute_seconds") if path.is_file() else None
+
+
+def run_streaming(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, list]:
+    """Run `command`, timestamping each output line as it arrives; (wall seconds, lines)."""
+    started = time.perf_counter()
+    lines: list[tuple[float, str]] = []
+    with subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        for line in process.stdout:
+            lines.append((time.perf_counter() - started, line.rstrip("\n")))
+    wall = time.perf_counter() - started
+    if process.returncode != 0:
+        tail = "\n".join(text for _, text in lines[-30:])
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{tail}")
+    return wall, lines
+
+
+def split_stages(lines: list[tuple[float, str]], wall: float) -> list[StageTiming]:
+    """Per stage: wall time from its 'Running stage' line to the next one (or to the end)."""
+    stages: list[StageTiming] = []
+    starts: list[float] = []
+    for stamp, text in lines:
+        marker = STAGE_MARKER.search(text)
+        if marker:
+            stages.append(StageTiming(marker.group(1)))
+            starts.append(stamp)
+        elif stages:
+            stages[-1].output.append(text)
+    for index, stage in enumerate(stages):
+        end = starts[index + 1] if index + 1 < len(starts) else wall
+        stage.wall_seconds = end - starts[index]
+    return stages
+
+
+def timed(command: list[str], cwd: Path, env: dict[str, str], repeats: int) -> list[float]:
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+        seconds.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            tail = (done.stdout + done.stderr)[-3000:]
+            raise RuntimeError(f"{command[0]} ... failed ({done.returncode}):\n{tail}")
+    return seconds
+
+
+def import_costs(cwd: Path, env: dict[str, str], repeats: int = 3) -> dict[str, float]:
+    """Median seconds of a fresh interpreter importing each probe (python: the bare start-up)."""
+    return {
+        name: statistics.median(timed([sys.executable, "-c", code], cwd, env, repeats))
+        for name, code in IMPORT_PROBES.items()
+    }
+
+
+def mlflow_epoch_logging(scratch: Path, epochs: int = 20) -> dict[str, float]:
+    """How long `tracking.log_epoch` blocks the training loop per epoch, and the final flush."""
+    code = (
+        "import time, statistics, mlflow\n"
+        "from vaeops import tracking\n"
+        "tracking.configure_tracking(); mlflow.set_experiment('bench-logging')\n"
+        "mlflow.start_run()\n"
+        "metrics = {f'train/m{i}': float(i) for i in range(5)}\n"
+        "metrics |= {f'val/m{i}': float(i) for i in range(5)}\n"
+        "blocked = []\n"
+        f"for epoch in range({epochs}):\n"
+        "    started = time.perf_counter(); tracking.log_epoch(epoch + 1, metrics)\n"
+        "    blocked.append(time.perf_counter() - started)\n"
+        "started = time.perf_counter(); tracking.end_run(); flush = time.perf_counter() - started\n"
+        "print(statistics.median(blocked), max(blocked), flush)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=scratch,
+        env=bench_environment(scratch),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    median, worst, flush = (float(value) for value in result.stdout.split()[-3:])
+    return {
+        "log_epoch_median_ms": 1e3 * median,
+        "log_epoch_max_ms": 1e3 * worst,
+        "end_run_flush_ms": 1e3 * flush,
+    }
+
+
+def stage_kind(name: str) -> str:
+    """'train@relu-0' -> 'train': the matrix stages of one kind are reported together."""
+    return name.split("@", 1)[0]
+
+
+def summarize_stages(stages: list[StageTiming], scratch: Path) -> dict[str, dict]:
+    kinds: dict[str, dict] = {}
+    for stage in stages:
+        compute = stage_compute(stage)
+        if compute is None:
+            compute = recorded_compute(scratch, stage_kind(stage.name))
+        row = kinds.setdefault(
+            stage_kind(stage.name),
+            {"stages": 0, "wall_seconds": 0.0, "compute_seconds": 0.0, "unrecorded": 0},
+        )
+        row["stages"] += 1
+        row["wall_seconds"] += stage.wall_seconds
+        row["compute_seconds"] += compute or 0.0
+        row["unrecorded"] += compute is None
+    return kinds
+
+
+def full_repro(scratch: Path, env: dict[str, str]) -> dict:
+    """The default `dvc repro` and the split of its wall time into compute and overhead."""
+    wall, lines = run_streaming(["dvc", "repro"], scratch, env)
+    stages = split_stages(lines, wall)
+    kinds = summarize_stages(stages, scratch)
+    compute = sum(row["compute_seconds"] for row in kinds.values())
+    return {
+        "wall_seconds": wall,
+        "stages": len(stages),
+        "compute_seconds": compute,
+        "overhead_seconds": wall - compute,
+        "overhead_fraction": (wall - compute) / wall,
+        "by_stage_kind": kinds,
+    }
+
+
+@contextlib.contextmanager
+def scratch_copy(project: Path, keep: Path | None) -> Iterator[Path]:
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        copy_project(project, keep)
+        yield keep
+        return
+    with tempfile.TemporaryDirectory(prefix="vaeops-bench-pipeline-") as folder:
+        copy_project(project, Path(folder))
+        yield Path(folder)
+
+
+def set_sweep(scratch: Path, activations: list[str]) -> None:
+    """One seed of the first N activations: N VAE variants and the AE baseline."""
+    path = scratch / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["sweep"]["activations"] = activations
+    params["sweep"]["seeds"] = [0]
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def clear_trained(scratch: Path) -> None:
+    params = yaml.safe_load((scratch / "params.yaml").read_text())["paths"]
+    for key in ("variants", "checkpoints"):
+        shutil.rmtree(scratch / params[key], ignore_errors=True)
+
+
+# The Prefect fan-out of the study flow (vaeops.orchestration.train_all), inside a flow so that its
+# pool workers share the flow's API server instead of each starting a temporary one.
+PARALLEL_TRAIN = (
+    "from prefect import flow\n"
+    "from vaeops import tracking\n"
+    "from vaeops.config import load_params\n"
+    "from vaeops.orchestration import train_all\n"
+    "@flow(name='bench-train-fan-out')\n"
+    "def fan_out():\n"
+    "    params = load_params('params.yaml')\n"
+    "    tracking.configure_tracking()\n"
+    "    return train_all(params, tracking.sweep_parent_run(params))\n"
+    "fan_out()\n"
+)
+
+
+def sweep_scaling(scratch: Path, env: dict[str, str], counts: list[int]) -> list[dict]:
+    """Train-only wall time of N activations (+ the AE baseline): `dvc repro` of the train
+    stages (one process per variant, in sequence) vs the Prefect fan-out (a process pool)."""
+    activations = yaml.safe_load((scratch / "params.yaml").read_text())["sweep"]["activations"]
+    rows = []
+    for count in counts:
+        set_sweep(scratch, activations[:count])
+        clear_trained(scratch)
+        sequential = timed(["dvc", "repro", "train", "train_baseline"], scratch, env, 1)[0]
+        clear_trained(scratch)
+        parallel = timed([sys.executable, "-c", PARALLEL_TRAIN], scratch, env, 1)[0]
+        rows.append(
+            {
+                "variants": count + 1,
+                "sequential_dvc_seconds": sequential,
+                "parallel_prefect_seconds": parallel,
+                "speedup": sequential / parallel,
+            }
+        )
+    return rows
+
+
+def load_average() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def bench_pipeline(project: Path, keep: Path | None = None, sweep_counts=(1, 2, 4)) -> dict:
+    """The figures of `vaeops bench pipeline` (see the module docstring)."""
+    project = Path(project).resolve()
+    figures: dict = {"benchmark": "pipeline", "load_average_before": load_average()}
+    with scratch_copy(project, keep) as scratch:
+        env = bench_environment(scratch)
+        figures["scratch"] = str(scratch)
+        figures["repro"] = full_repro(scratch, env)
+        noop = timed(["dvc", "repro"], scratch, env, 3)
+        figures["noop_repro_seconds"] = {"median": statistics.median(noop), "runs": noop}
+        helps = timed(["vaeops", "--help"], scratch, env, 5)
+        figures["help_seconds"] = {"median": statistics.median(helps), "runs": helps}
+        figures["import_seconds"] = import_costs(scratch, env)
+        figures["mlflow_logging"] = mlflow_epoch_logging(scratch)
+        if sweep_counts:
+            figures["sweep_scaling"] = sweep_scaling(scratch, env, list(sweep_counts))
+    figures["cpu_count"] = os.cpu_count()
+    return figures | {"load_average_after": load_average()}

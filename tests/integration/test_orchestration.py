@@ -1,0 +1,251 @@
+"""The Prefect flows against a real `prefect server` on a loopback port: the study flow with its
+process fan-out, the data-driven retrain, the served cron deployment, the Dask fan-out on a
+LocalCluster, and the docker-compose file. Fixtures: tests/integration/conftest.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VAEOPS = Path(sys.executable).with_name("vaeops")
+VARIANTS = ["vae-relu-s0", "vae-tanh-s0", "ae-relu-s0"]
+DEPLOYMENT = "vae-retrain/weekly-retrain"
+DASK_MISSING = "the dask extra is not installed: pip install -e '.[dask]'"
+
+
+def flow_run_with_task_runs(flow_run_id) -> tuple:
+    """The flow run as the server recorded it, and its task runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return flow_run, task_runs
+
+
+def sweep_runs(experiment: str = "vae-activation-study") -> tuple[list, list]:
+    """(parent runs, child runs) of the study's MLflow experiment."""
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    parents = [run for run in runs if run.data.tags.get("vaeops.role") == "sweep"]
+    children = [run for run in runs if run.data.tags.get("vaeops.role") == "variant"]
+    return parents, children
+
+
+def test_study_flow_trains_every_variant_under_one_parent_run(studied):
+    # Given the study flow ran once on the tiny params against the Prefect server (fixture)
+    state, result, workspace = studied["state"], studied["result"], studied["workspace"]
+
+    # Then the flow run completed on the server, with one train task run per variant
+    assert state.is_completed()
+    flow_run, task_runs = flow_run_with_task_runs(state.state_details.flow_run_id)
+    assert flow_run.state.is_completed()
+    trained = sorted(run.name for run in task_runs if run.name.startswith("train-"))
+    assert trained == sorted(f"train-{name}" for name in VARIANTS)
+    assert all(run.state.is_completed() for run in task_runs)
+
+    # And the leaderboard lists every variant
+    with (workspace.root / "outputs" / "summary" / "leaderboard.csv").open() as handle:
+        assert sorted(row["variant"] for row in csv.DictReader(handle)) == sorted(VARIANTS)
+    assert sorted(result["variants"]) == sorted(VARIANTS)
+
+    # And MLflow holds one parent run with one child per variant
+    parents, children = sweep_runs()
+    assert [run.info.run_id for run in parents] == [result["parent_run_id"]]
+    assert sorted(run.info.run_name for run in children) == sorted(VARIANTS)
+    assert {run.data.tags["mlflow.parentRunId"] for run in children} == {result["parent_run_id"]}
+    assert all(run.info.status == "FINISHED" for run in children)
+
+    # And the best variant was promoted and the batch job ran on it
+    assert result["promotion"]["decision"] == "promoted"
+    assert Path(result["generated"]["samples"]).is_file()
+
+
+def run_flow_cli(name: str, workspace) -> dict:
+    """`vaeops flow NAME` in a fresh process, as a user or a scheduler runs it; its JSON result."""
+    done = subprocess.run(
+        [str(VAEOPS), "flow", name, "--params", str(workspace.params_path)],
+        cwd=workspace.root,
+        env=os.environ | workspace.env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = done.stdout.splitlines()
+    start = len(lines) - 1 - lines[::-1].index("{")  # the result is the last JSON object printed
+    return json.loads("\n".join(lines[start:]))
+
+
+def test_retrain_skips_unchanged_data_and_runs_on_new_data(studied):
+    from mlflow.tracking import MlflowClient
+
+    from vaeops.orchestration import retrain
+
+    workspace = studied["workspace"]
+    champion = MlflowClient().get_model_version_by_alias("vae-mnist", "champion")
+
+    # Given the champion was trained on the data version in data.dvc
+    assert champion.tags["vaeops.data_version"] == "0" * 32 + ".dir"
+    # When the retrain flow runs, Then it skips
+    skipped = retrain(params_path=str(workspace.params_path))
+    assert skipped["retrained"] is False
+    assert "already studied" in skipped["reason"]
+
+    # Given new data (data.dvc records another md5)
+    workspace.set_data_version("1" * 32 + ".dir")
+    # When `vaeops flow retrain` runs, Then it runs the study on it: a new sweep
+    ran = run_flow_cli("retrain", workspace)
+    assert ran["retrained"] is True
+    assert "data changed" in ran["reason"]
+    assert ran["parent_run_id"] != studied["result"]["parent_run_id"]
+    assert len(sweep_runs()[0]) == 2
+    # And the same digits under a new md5 train an equal model: no gain, the champion stays
+    assert ran["promotion"]["decision"] == "kept"
+    unchanged = MlflowClient().get_model_version_by_alias("vae-mnist", "champion")
+    assert unchanged.version == champion.version
+
+    # When it runs again on that data, Then it skips: the kept challenger studied it
+    again = retrain(params_path=str(workspace.params_path))
+    assert again["retrained"] is False
+    assert "@challenger" in again["reason"]
+
+
+def wait_for_deployment(name: str, runner: subprocess.Popen, timeout: float = 120):
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            assert runner.poll() is None, f"vaeops schedule exited with {runner.returncode}"
+            try:
+                return client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                time.sleep(1)
+    raise TimeoutError(f"deployment {name} not registered after {timeout:.0f}s")
+
+
+def test_schedule_serves_the_cron_deployment_and_runs_it(studied, start_in_background):
+    from prefect.deployments import run_deployment
+
+    workspace = studied["workspace"]
+    # Given `vaeops schedule` serving the retrain deployment against the server
+    runner = start_in_background(
+        [str(VAEOPS), "schedule", "--cron", "0 3 * * 1", "--params", str(workspace.params_path)],
+        cwd=workspace.root,
+        env=os.environ | workspace.env(),
+    )
+
+    # Then the deployment exists with the weekly cron schedule
+    deployment = wait_for_deployment(DEPLOYMENT, runner)
+    assert [item.schedule.cron for item in deployment.schedules] == ["0 3 * * 1"]
+    assert deployment.parameters["params_path"] == str(workspace.params_path)
+
+    # When one run is triggered through the API, Then the runner executes it to completion
+    flow_run = run_deployment(DEPLOYMENT, timeout=240, poll_interval=2)
+    assert flow_run.state.is_completed(), flow_run.state
+
+
+def test_dask_fan_out_on_a_local_cluster_matches_the_process_fan_out(
+    studied, second_study_workspace
+):
+    LocalCluster = pytest.importorskip("distributed", reason=DASK_MISSING).LocalCluster
+    pytest.importorskip("prefect_dask", reason=DASK_MISSING)
+    from prefect import flow
+
+    from vaeops import tracking
+    from vaeops.config import load_params
+    from vaeops.orchestration import train_all
+    from vaeops.steps.prepare import prepare
+
+    # Given a second workspace with the same params and data as the studied one, current
+    # before the cluster starts: its worker processes inherit the directory and environment
+    params = load_params(second_study_workspace.params_path)
+
+    @flow(name="dask-fan-out")
+    def fan_out(address: str) -> list[dict]:
+        prepare(params)
+        tracking.configure_tracking()
+        return train_all(params, tracking.sweep_parent_run(params), dask_address=address)
+
+    # When the variants train on a LocalCluster of 2 single-threaded worker processes
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        rows = fan_out(cluster.scheduler_address)
+
+    # Then every variant trained, to the metrics of the local process fan-out
+    local = {name: studied_train_summary(studied, name) for name in VARIANTS}
+    assert sorted(row["variant"] for row in rows) == sorted(VARIANTS)
+    for row in rows:
+        expected = local[row["variant"]]
+        assert row["epochs"] == expected["epochs"]
+        assert row["val/loss"] == pytest.approx(expected["val/loss"], rel=1e-5)
+        assert row["train/loss"] == pytest.approx(expected["train/loss"], rel=1e-5)
+
+
+def studied_train_summary(studied, variant: str) -> dict:
+    root = studied["workspace"].root
+    return json.loads((root / "outputs" / "variants" / variant / "train.json").read_text())
+
+
+def test_fan_out_runner_picks_processes_a_dask_address_or_a_local_cluster():
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    DaskTaskRunner = pytest.importorskip("prefect_dask", reason=DASK_MISSING).DaskTaskRunner
+
+    from vaeops.orchestration import fan_out_runner
+
+    assert isinstance(fan_out_runner(3, workers=2), ProcessPoolTaskRunner)
+    remote = fan_out_runner(3, dask_address="tcp://127.0.0.1:8786")
+    assert isinstance(remote, DaskTaskRunner)
+    assert remote.address == "tcp://127.0.0.1:8786"
+    local = fan_out_runner(3, workers=2, dask_address="local")
+    assert local.cluster_kwargs["n_workers"] == 2
+    assert local.cluster_kwargs["threads_per_worker"] == 1  # torch's RNG is per process
+
+
+DOCKER_COMPOSE = shutil.which("docker-compose")
+
+
+@pytest.mark.skipif(
+    DOCKER_COMPOSE is None,
+    reason="docker-compose is not installed (Debian: apt-get install -y docker-compose)",
+)
+def test_docker_compose_file_is_valid_with_the_example_env(tmp_path):
+    def config(env_file: Path) -> subprocess.CompletedProcess:
+        # Only PATH from this environment, so a secret set here cannot mask a missing one.
+        return subprocess.run(
+            [DOCKER_COMPOSE, "--env-file", str(env_file), "config", "-q"],
+            cwd=REPO_ROOT,
+            env={"PATH": os.environ["PATH"]},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    # Given the documented example env, Then the compose file validates
+    result = config(REPO_ROOT / ".env.example")
+    assert result.returncode == 0, result.stderr
+    # Given no secrets, Then compose refuses the file and names the missing variable
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    refused = config(empty)
+    assert refused.returncode != 0
+    assert "POSTGRES_USER" in refused.stderr or "POSTGRES_PASSWORD" in refused.stderr
