@@ -27,7 +27,7 @@ LOG_2PI = math.log(2 * math.pi)
 IWAE_DECODES_PER_CHUNK = 32_768
 # Codes decoded per call on CPU: small enough that the (rows, pixels) logits and the likelihood's
 # temporaries stay in cache; on an accelerator the whole chunk is one call.
-IWAE_ROWS_PER_BLOCK_CPU = 8_192
+IWAE_ROWS_PER_BLOCK_CPU = 4_096
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
