@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vaeops.models import Autoencoder
 from vaeops.models.activations import ACTIVATIONS
-from vaeops.objectives import loss_terms
+from vaeops.objectives import loss_terms, softplus
 from vaeops.training import mean_loss_terms
 
 LOG_2PI = math.log(2 * math.pi)
@@ -42,7 +41,7 @@ def bernoulli_log_likelihood(logits: torch.Tensor, images: torch.Tensor) -> torc
     softplus(l) - x * l): the images broadcast over the k samples instead of being copied k times.
     """
     flat = logits.flatten(2)  # (k, b, pixels)
-    return (flat * images.flatten(1)).sum(-1) - F.softplus(flat).sum(-1)
+    return (flat * images.flatten(1)).sum(-1) - softplus(flat).sum(-1)
 
 
 def importance_log_weights(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
 from vaeops.models import ForwardOutput
-from vaeops.objectives import bernoulli_nll, gaussian_kl, loss_terms
+from vaeops.objectives import bernoulli_nll, gaussian_kl, loss_terms, softplus
 
 
 def test_given_random_gaussians_when_kl_computed_then_it_matches_torch_distributions():
@@ -49,6 +50,28 @@ def test_given_saturated_logits_when_nll_computed_then_it_is_finite_and_exact():
 
     assert torch.isfinite(nll).all()
     torch.testing.assert_close(nll, torch.tensor([200.0]))
+
+
+def test_softplus_matches_torch_from_saturated_negative_to_saturated_positive():
+    logits = torch.cat([torch.linspace(-100, 100, 2001), torch.tensor([0.0, -1e-6, 1e-6])])
+
+    torch.testing.assert_close(softplus(logits), F.softplus(logits), atol=1e-7, rtol=1e-6)
+
+
+def test_nll_gradients_equal_those_of_torch_bce_with_logits():
+    generator = torch.Generator().manual_seed(0)
+    logits = (4 * torch.randn(5, 1, 6, 6, generator=generator)).requires_grad_()
+    images = torch.rand(5, 1, 6, 6, generator=generator).requires_grad_()
+    weights = torch.rand(5, generator=generator)  # a per-image upstream gradient
+
+    (bernoulli_nll(logits, images) * weights).sum().backward()
+    ours = logits.grad, images.grad
+    logits.grad = images.grad = None
+    reference = F.binary_cross_entropy_with_logits(logits, images, reduction="none")
+    (reference.flatten(1).sum(1) * weights).sum().backward()
+
+    torch.testing.assert_close(ours[0], logits.grad)
+    torch.testing.assert_close(ours[1], images.grad)
 
 
 def fixed_output(latent: int = 3, variational: bool = True) -> tuple[ForwardOutput, torch.Tensor]:
