@@ -20,9 +20,6 @@ data_app = typer.Typer(help="Raw datasets in data/ (versioned by DVC).", no_args
 app.add_typer(data_app, name="data")
 
 PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", help="The params file to read.")
-KIND_OPTION = typer.Option("vae", help="Model kind: vae or ae.")
-ACTIVATION_OPTION = typer.Option(..., help="Activation name, e.g. relu (see params.yaml).")
-SEED_OPTION = typer.Option(..., help="Training seed of the variant.")
 TELEMETRY_OFF = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
@@ -74,26 +71,28 @@ def prepare(params: Path = PARAMS_OPTION) -> None:
 
 @app.command()
 def train(
-    activation: str = ACTIVATION_OPTION,
-    seed: int = SEED_OPTION,
-    kind: str = KIND_OPTION,
+    activation: str | None = typer.Option(None, help="Only this activation (default: all)."),
+    seed: int | None = typer.Option(None, help="Only this seed (default: all)."),
+    kind: str | None = typer.Option(None, help="Only this model kind, vae or ae (default: both)."),
     params: Path = PARAMS_OPTION,
 ) -> None:
-    """Train one variant and track it as a child run of the sweep in MLflow."""
-    from vaeops.steps.train import train_variant
-    from vaeops.variants import parse_variant
+    """Train the sweep's variants (all by default), each a child run of the sweep in MLflow."""
+    from vaeops.steps.train import train_sweep
+    from vaeops.variants import select_variants
 
     config = load(params)
+    variants = select_variants(config, kind=kind, activation=activation, seed=seed)
     try:
-        summary = train_variant(config, parse_variant(kind, activation, seed))
+        summaries = train_sweep(config, variants)
     except KeyboardInterrupt:
         typer.echo("interrupted; a rerun resumes from the last finished epoch", err=True)
         raise typer.Exit(130) from None
-    if summary["diverged"]:
-        typer.echo(
-            f"warning: {summary['variant']} diverged ({summary['failure_reason']})", err=True
-        )
-    echo_json(summary)
+    for summary in summaries:
+        if summary["diverged"]:
+            typer.echo(
+                f"warning: {summary['variant']} diverged ({summary['failure_reason']})", err=True
+            )
+        typer.echo(json.dumps(summary, sort_keys=True))
 
 
 @app.command()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import statistics
 import time
+from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
 from vaeops.config import Params
 from vaeops.leaderboard import ConfigScore, aggregate, leaderboard_rows
-from vaeops.outputs import write_json
+from vaeops.outputs import HISTORY_FILE, write_json
+from vaeops.variants import sweep_variants
 
 LEADERBOARD_COLUMNS = (
     "variant",
@@ -39,6 +42,22 @@ def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def learning_curves(params: Params) -> list[dict]:
+    """Validation negative ELBO per epoch of each VAE config, the mean over its seeds (a diverged
+    seed counts until its last finished epoch): one line per config in `dvc plots show`."""
+    points: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for variant in sweep_variants(params):
+        if variant.kind != "vae":
+            continue  # the AE has no ELBO
+        with (variant.train_dir(params) / HISTORY_FILE).open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                points[(variant.config_name, int(row["epoch"]))].append(float(row["val/neg_elbo"]))
+    return [
+        {"config": config, "epoch": epoch, "val/neg_elbo": statistics.fmean(values)}
+        for (config, epoch), values in sorted(points.items())
+    ]
 
 
 def plot_comparison(scores: list[ConfigScore], metric: str, path: Path) -> None:
@@ -106,6 +125,9 @@ def summarize(params: Params) -> dict:
         out / "comparison.csv",
         [asdict(score) for score in scores],
         ("config", "kind", "activation", "mean", "std", "seeds", "diverged", "best_variant"),
+    )
+    write_csv(
+        out / "learning_curves.csv", learning_curves(params), ("config", "epoch", "val/neg_elbo")
     )
     (out / "report.md").write_text(markdown_report(scores, rows, metric))
     if scores:

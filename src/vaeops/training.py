@@ -302,6 +302,8 @@ def fit(
         torch.set_rng_state(resumed["torch_rng"])
         generator.set_state(resumed["batch_rng"])
         result.history = list(resumed["history"])
+    # Seconds of the epochs a checkpoint already holds, so a resumed fit reports its whole time.
+    earlier_seconds = float(resumed.get("seconds", 0.0)) if resumed is not None else 0.0
 
     started = time.perf_counter()
     for epoch in range(len(result.history), config.epochs):
@@ -318,8 +320,14 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch + 1, metrics)
         if checkpoint_path is not None:
+            elapsed = {"seconds": earlier_seconds + time.perf_counter() - started}
             save_checkpoint(
-                checkpoint_path, model, optimizer, generator, result.history, checkpoint_extra or {}
+                checkpoint_path,
+                model,
+                optimizer,
+                generator,
+                result.history,
+                (checkpoint_extra or {}) | elapsed,
             )
-    result.seconds = time.perf_counter() - started
+    result.seconds = earlier_seconds + time.perf_counter() - started
     return result

@@ -58,21 +58,21 @@ def sweep_variants(params: Params) -> list[Variant]:
     return variants
 
 
-def parse_variant(kind: str, activation: str, seed: int) -> Variant:
-    """A variant from command-line values, with the valid choices in the error."""
-    if kind not in ("vae", "ae"):
+def check_choices(kind: str | None, activation: str | None) -> None:
+    """Command-line values of a variant against the valid choices, named in the error."""
+    if kind not in (None, "vae", "ae"):
         raise ConfigError(f"--kind: unknown model kind '{kind}'; valid: vae, ae")
-    if activation not in ACTIVATION_NAMES:
+    if activation is not None and activation not in ACTIVATION_NAMES:
         raise ConfigError(
             f"--activation: unknown activation '{activation}'; valid: {', '.join(ACTIVATION_NAMES)}"
         )
-    return Variant(kind, activation, seed)
 
 
 def select_variants(
     params: Params, kind: str | None = None, activation: str | None = None, seed: int | None = None
 ) -> list[Variant]:
     """The sweep's variants matching every given filter; an empty match is an error."""
+    check_choices(kind, activation)
     chosen = [
         variant
         for variant in sweep_variants(params)

@@ -92,6 +92,11 @@ def test_metrics_and_plots_show_the_study(project):
     files = next(iter(metrics.values()))["data"]
     assert "vae-relu-s0" in files["outputs/evaluation.json"]["data"]
     assert files["outputs/summary/leaderboard.json"]["data"]["variants"] == 3
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
+    assert not plots.get("errors")
+    curves = plots["data"]["outputs/summary/learning_curves.csv"][0]["content"]
+    assert {point["config"] for point in curves["data"]["values"]} == {"vae-relu", "vae-tanh"}
+    assert curves["encoding"]["color"]["field"] == "config"  # one line per config
     run(["dvc", "plots", "show", "-o", "plots"], project)
     assert (project / "plots/index.html").stat().st_size > 0
 

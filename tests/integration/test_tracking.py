@@ -67,9 +67,44 @@ def test_variants_of_one_sweep_share_one_parent_run(prepared):
     assert load_checkpoint(checkpoint_path(params, Variant("vae", "relu", 0))) is None
 
 
+def test_a_sweep_rerun_restores_finished_variants_from_their_checkpoints(prepared):
+    """Given a sweep stopped after one finished variant (its checkpoint kept), when the sweep runs
+    again, then that variant comes back from its checkpoint in the same run without another
+    epoch, the others train, and no checkpoint is left once the sweep is done."""
+    from mlflow.tracking import MlflowClient
+
+    from vaeops.steps.train import checkpoint_path, train_sweep, train_variant
+    from vaeops.variants import Variant, sweep_variants
+
+    params = with_train(prepared, epochs=2)
+    relu = Variant("vae", "relu", 0)
+    first = train_variant(params, relu, keep_checkpoint=True)
+    assert checkpoint_path(params, relu).is_file()
+
+    summaries = train_sweep(params, sweep_variants(params))
+
+    assert [summary["variant"] for summary in summaries] == [
+        "vae-relu-s0",
+        "vae-tanh-s0",
+        "ae-relu-s0",
+    ]
+    restored = summaries[0]
+    assert restored["run_id"] == first["run_id"]
+    assert restored["val/neg_elbo"] == first["val/neg_elbo"]
+    assert 0 < restored["train_seconds"] <= first["train_seconds"]  # the checkpointed fit time
+    client = MlflowClient()
+    assert [point.step for point in client.get_metric_history(first["run_id"], "train/loss")] == [
+        1,
+        2,
+    ]
+    assert client.get_run(first["run_id"]).info.status == "FINISHED"
+    assert not any(checkpoint_path(params, variant).exists() for variant in sweep_variants(params))
+
+
 def test_interrupted_training_resumes_in_the_same_run(prepared, tmp_path):
     """Given `vaeops train` interrupted (SIGINT) after some epochs, when it is run again, then it
     continues from the checkpoint in the same MLflow run and logs every epoch exactly once."""
+    import json
     import os
     import signal
     import subprocess
@@ -86,14 +121,16 @@ def test_interrupted_training_resumes_in_the_same_run(prepared, tmp_path):
     command = [
         str(Path(sys.executable).with_name("vaeops")),
         "train",
+        "--kind",
+        "vae",
         "--activation",
         "relu",
         "--seed",
-        "3",
+        "0",
         "--params",
         str(prepared),
     ]
-    state = checkpoint_path(params, Variant("vae", "relu", 3))
+    state = checkpoint_path(params, Variant("vae", "relu", 0))
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -106,15 +143,15 @@ def test_interrupted_training_resumes_in_the_same_run(prepared, tmp_path):
 
     finished = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-2000:]
-    run_ids = {line.split('"')[3] for line in finished.stdout.splitlines() if '"run_id"' in line}
+    (summary,) = [json.loads(line) for line in finished.stdout.splitlines()]  # one per variant
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # the store the subprocesses used
-    history = client.get_metric_history(run_ids.pop(), "train/loss")
+    history = client.get_metric_history(summary["run_id"], "train/loss")
     assert sorted(point.step for point in history) == list(range(1, 31))
     assert (
         len(
             client.search_runs(
                 [client.get_experiment_by_name(params.tracking.experiment).experiment_id],
-                filter_string="tags.`vaeops.variant` = 'vae-relu-s3'",
+                filter_string="tags.`vaeops.variant` = 'vae-relu-s0'",
             )
         )
         == 1

@@ -8,7 +8,7 @@ import pytest
 
 from vaeops.config import ACTIVATION_NAMES, ConfigError, parse_params
 from vaeops.models import ModelSpec
-from vaeops.variants import Variant, parse_variant, select_variants, sweep_variants
+from vaeops.variants import Variant, select_variants, sweep_variants
 
 PARAMS = parse_params(
     {
@@ -78,26 +78,18 @@ def test_given_filters_that_match_nothing_when_selecting_then_config_error_lists
         assert variant.name in str(caught.value)
 
 
-def test_given_valid_command_line_values_when_parsed_then_the_variant_is_built():
-    variant = parse_variant("ae", "prelu", 4)
-
-    assert variant == Variant("ae", "prelu", 4)
-    assert variant.name == "ae-prelu-s4"
-    assert variant.config_name == "ae-prelu"
-
-
-def test_given_an_unknown_activation_when_parsed_then_config_error_lists_valid_names():
+def test_given_an_unknown_activation_when_selecting_then_config_error_lists_valid_names():
     with pytest.raises(ConfigError) as caught:
-        parse_variant("vae", "nope", 0)
+        select_variants(PARAMS, activation="nope")
 
     assert "--activation" in str(caught.value)
     for name in ACTIVATION_NAMES:
         assert name in str(caught.value)
 
 
-def test_given_an_unknown_kind_when_parsed_then_config_error_lists_vae_and_ae():
+def test_given_an_unknown_kind_when_selecting_then_config_error_lists_vae_and_ae():
     with pytest.raises(ConfigError, match="valid: vae, ae"):
-        parse_variant("gan", "relu", 0)
+        select_variants(PARAMS, kind="gan")
 
 
 def test_given_a_variant_when_asked_for_folders_and_spec_then_they_follow_params():

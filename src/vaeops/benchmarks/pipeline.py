@@ -193,7 +193,7 @@ def mlflow_epoch_logging(scratch: Path, epochs: int = 20) -> dict[str, float]:
 
 
 def stage_kind(name: str) -> str:
-    """'train@relu-0' -> 'train': the matrix stages of one kind are reported together."""
+    """'name@key' -> 'name': the stages of one matrix are reported together."""
     return name.split("@", 1)[0]
 
 
@@ -286,14 +286,14 @@ PARALLEL_TRAIN = (
 
 
 def sweep_scaling(scratch: Path, env: dict[str, str], counts: list[int]) -> list[dict]:
-    """Train-only wall time of N activations (+ the AE baseline): `dvc repro` of the train
-    stages (one process per variant, in sequence) vs the Prefect fan-out (a process pool)."""
+    """Train-only wall time of N activations (+ the AE baseline): `dvc repro train` (one process,
+    variants in sequence) vs the Prefect fan-out (a pool of processes)."""
     activations = yaml.safe_load((scratch / "params.yaml").read_text())["sweep"]["activations"]
     rows = []
     for count in counts:
         set_sweep(scratch, activations[:count])
         clear_trained(scratch)
-        sequential = timed(["dvc", "repro", "train", "train_baseline"], scratch, env, 1)[0]
+        sequential = timed(["dvc", "repro", "train"], scratch, env, 1)[0]
         clear_trained(scratch)
         parallel = timed([sys.executable, "-c", PARALLEL_TRAIN], scratch, env, 1)[0]
         rows.append(

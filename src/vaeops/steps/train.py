@@ -1,4 +1,10 @@
-"""The train step: one variant, tracked as a child run of the sweep."""
+"""The train step: the sweep's variants in one process, each tracked as a child run of the sweep.
+
+One process for the whole sweep, not one per variant: a training process pays about 6 s of
+start-up (importing torch and mlflow, opening the MLflow store) against a few seconds of fitting
+per variant, so per-variant processes spent more time starting than training
+(benchmarks/README.md).
+"""
 
 from __future__ import annotations
 
@@ -39,11 +45,18 @@ def train_summary(variant: Variant, result: FitResult, model: Autoencoder, run_i
     }
 
 
-def train_variant(params: Params, variant: Variant, parent_run_id: str | None = None) -> dict:
+def train_variant(
+    params: Params,
+    variant: Variant,
+    parent_run_id: str | None = None,
+    keep_checkpoint: bool = False,
+) -> dict:
     """Train one variant, track it as a child run of the sweep, and write its outputs folder.
 
     A diverged variant still writes its outputs (marked diverged) and ends its run FAILED, so the
     rest of the sweep goes on; any other error also marks the run FAILED and is re-raised.
+    The resume checkpoint is deleted once the variant is done, unless `keep_checkpoint`: then a
+    later call finds every epoch done and only rewrites the outputs.
     """
     from vaeops import tracking
 
@@ -89,5 +102,25 @@ def train_variant(params: Params, variant: Variant, parent_run_id: str | None = 
     except BaseException as error:
         tracking.mark_failed(f"{type(error).__name__}: {error}")
         raise
-    resume_from.unlink(missing_ok=True)
+    if not keep_checkpoint:
+        resume_from.unlink(missing_ok=True)
     return summary
+
+
+def train_sweep(params: Params, variants: list[Variant]) -> list[dict]:
+    """Train `variants` one after another under the sweep's parent run; their summaries.
+
+    Each finished variant keeps its checkpoint until all are done: DVC clears the stage's outputs
+    before rerunning it, so after an interrupt or an error a rerun restores the finished variants
+    from their checkpoints in seconds and trains only the rest.
+    """
+    from vaeops import tracking
+
+    tracking.configure_tracking()
+    parent = tracking.sweep_parent_run(params)
+    summaries = [
+        train_variant(params, variant, parent, keep_checkpoint=True) for variant in variants
+    ]
+    for variant in variants:
+        checkpoint_path(params, variant).unlink(missing_ok=True)
+    return summaries
