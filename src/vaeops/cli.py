@@ -117,8 +117,7 @@ def summarize(params: Path = PARAMS_OPTION) -> None:
     """Write the leaderboard of every variant, the comparison plots and the study report."""
     from vaeops import report
 
-    summary = report.summarize(load(params))
-    typer.echo(f"leaderboard: {summary['leaderboard']}\nreport: {summary['report']}")
+    echo_json(report.summarize(load(params)))
 
 
 @app.command()
