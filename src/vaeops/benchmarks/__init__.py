@@ -9,3 +9,13 @@ tests check the logic (FLOP counts, JSON fields, loss parity), never the times.
 - `train`: `vaeops bench train` / `bench scaling`, assembling one JSON line,
 - `pipeline`: `vaeops bench pipeline`, a default `dvc repro` in a scratch copy.
 """
+
+from __future__ import annotations
+
+import os
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages every benchmark prints: a busy neighbour slows every
+    figure, so each JSON line says how busy the machine was."""
+    return [round(value, 2) for value in os.getloadavg()]

@@ -13,6 +13,7 @@ cache is read or written.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from vaeops.benchmarks import load_average
 
 STAGE_MARKER = re.compile(r"Running stage '([^']+)'")
 COMPUTE_FIELD = re.compile(r'"compute_seconds":\s*([0-9.eE+-]+)')
@@ -97,8 +100,6 @@ def stage_compute(stage: StageTiming) -> float | None:
 
 def recorded_compute(scratch: Path, stage: str) -> float | None:
     """Compute seconds from a step's JSON output file, for steps that do not print them."""
-    import json
-
     if stage not in RECORD_FILES:
         return None
     section, key = RECORD_FILES[stage]
@@ -217,8 +218,6 @@ def summarize_stages(stages: list[StageTiming], scratch: Path) -> dict[str, dict
 def fit_seconds(scratch: Path) -> float:
     """The train steps' time inside `fit` alone (`train_seconds` in each train.json): their
     compute_seconds also hold loading the split and starting the MLflow run."""
-    import json
-
     variants = scratch / yaml.safe_load((scratch / "params.yaml").read_text())["paths"]["variants"]
     return sum(
         json.loads(path.read_text())["train_seconds"] for path in variants.glob("*/train.json")
@@ -305,10 +304,6 @@ def sweep_scaling(scratch: Path, env: dict[str, str], counts: list[int]) -> list
             }
         )
     return rows
-
-
-def load_average() -> list[float]:
-    return [round(value, 2) for value in os.getloadavg()]
 
 
 def bench_pipeline(project: Path, keep: Path | None = None, sweep_counts=(1, 2, 4)) -> dict:

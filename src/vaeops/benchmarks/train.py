@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from vaeops.benchmarks import load_average
 from vaeops.benchmarks.flops import FlopCount, decoder_flops, model_flops
 from vaeops.benchmarks.loops import dataloader_loop, pipeline_loop, seeded_model
 from vaeops.benchmarks.mnist_idx import load_images, torchvision_root
@@ -50,10 +51,6 @@ def machine(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
     }
-
-
-def load_average() -> list[float]:
-    return [round(value, 2) for value in os.getloadavg()]
 
 
 def epoch_gflop(flops: FlopCount, train_images: int, test_images: int) -> float:
