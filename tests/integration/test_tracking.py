@@ -131,9 +131,15 @@ def test_interrupted_training_resumes_in_the_same_run(prepared, tmp_path):
         str(prepared),
     ]
     state = checkpoint_path(params, Variant("vae", "relu", 0))
-    process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    # A shell's background job inherits SIGINT ignored, and so would the child: Python then never
+    # raises KeyboardInterrupt. Any handler in this process is reset to the default at exec.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     while not state.exists() and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
