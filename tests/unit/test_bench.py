@@ -156,6 +156,18 @@ def test_bench_train_prints_every_figure_as_json(tiny_figures):
     ):
         assert math.isfinite(float(np.sum(tiny_figures[key]))), key
     assert len(tiny_figures["epoch_seconds"]) == 2
+    # one matmul rate per epoch, each epoch against its own rate, the median reported
+    assert len(tiny_figures["epoch_matmul_gflops_fp32"]) == 2
+    gflop = tiny_figures["model_gflop_per_epoch"]
+    expected = [
+        gflop / rate / seconds
+        for seconds, rate in zip(
+            tiny_figures["epoch_seconds"], tiny_figures["epoch_matmul_gflops_fp32"], strict=True
+        )
+    ]
+    # (the listed figures are rounded for the JSON line)
+    assert tiny_figures["epoch_roofline_fractions"] == pytest.approx(expected, rel=1e-2)
+    assert tiny_figures["roofline_fraction"] == pytest.approx(np.median(expected), rel=1e-2)
     assert tiny_figures["iwae"]["importance_samples_per_second"] > 0
     assert tiny_figures["baseline"]["diverged"] is False
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ class LoopFigures:
     """Per-epoch times and the final losses (nats per image) of one timed training run."""
 
     epoch_seconds: list[float] = field(default_factory=list)
+    # The matmul rate measured right after each epoch (GFLOP/s), where the loop was asked to.
+    epoch_matmul_gflops: list[float] = field(default_factory=list)
     train_neg_elbo: float = float("nan")
     test_neg_elbo: float = float("nan")
     diverged: bool = False
@@ -59,17 +62,20 @@ def pipeline_loop(
     test_images: torch.Tensor | None,
     config: TrainConfig,
     seed: int,
+    measure_rate: Callable[[], float] | None = None,
 ) -> LoopFigures:
     """`fit` with the test split as its per-epoch validation set (None: training only); images
-    are already on the device."""
+    are already on the device. `measure_rate`, if given, runs after each epoch, outside its time:
+    on a shared machine the rate moves within a run, so each epoch is set against its own."""
     figures = LoopFigures()
     last = [time.perf_counter()]
 
     def on_epoch(_epoch: int, _metrics: dict[str, float]) -> None:
         # fit has just turned the validation sums into floats: the device is synchronized here.
-        now = time.perf_counter()
-        figures.epoch_seconds.append(now - last[0])
-        last[0] = now
+        figures.epoch_seconds.append(time.perf_counter() - last[0])
+        if measure_rate is not None:
+            figures.epoch_matmul_gflops.append(measure_rate())
+        last[0] = time.perf_counter()
 
     result = fit(model, train_images, config, seed, val_images=test_images, on_epoch=on_epoch)
     figures.diverged = result.diverged

@@ -2,12 +2,15 @@
 
 Every figure is per epoch of (training pass + test pass), measured after the same seeded
 initialization, and printed as one JSON line together with the matmul rate measured in the same
-run and the load average of the machine (a busy neighbour slows every figure).
+run and the load average of the machine (a busy neighbour slows every figure). The rate is
+measured before the run and again after each epoch: on a shared machine it moves from minute to
+minute, so the roofline fraction is the median of each epoch set against the rate beside it.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ import torch
 
 from vaeops.benchmarks import load_average
 from vaeops.benchmarks.flops import FlopCount, decoder_flops, model_flops
-from vaeops.benchmarks.loops import dataloader_loop, pipeline_loop, seeded_model
+from vaeops.benchmarks.loops import LoopFigures, dataloader_loop, pipeline_loop, seeded_model
 from vaeops.benchmarks.mnist_idx import load_images, torchvision_root
 from vaeops.benchmarks.roofline import cpu_has_native_bf16, matmul_gflops, synchronize
 from vaeops.config import TrainConfig
@@ -41,6 +44,7 @@ class TrainBenchConfig:
     iwae_images: int = 10_000
     device: str = "auto"
     roofline_rounds: int = 5  # timed rounds of the matmul-rate measurement (best is kept)
+    epoch_roofline_rounds: int = 2  # the same, after each training epoch
 
 
 def machine(device: torch.device) -> dict:
@@ -61,6 +65,12 @@ def epoch_gflop(flops: FlopCount, train_images: int, test_images: int) -> float:
 def roofline_fraction(gflop: float, seconds: float, gflops: float) -> float:
     """Share of the measured matmul rate achieved: (gflop / rate) / seconds actually taken."""
     return gflop / gflops / seconds if seconds > 0 else float("nan")
+
+
+def epoch_roofline_fractions(gflop: float, figures: LoopFigures) -> list[float]:
+    """Each epoch's share of the matmul rate measured right after it."""
+    pairs = zip(figures.epoch_seconds, figures.epoch_matmul_gflops, strict=True)
+    return [roofline_fraction(gflop, seconds, gflops) for seconds, gflops in pairs]
 
 
 def relative_difference(value: float, reference: float) -> float:
@@ -153,7 +163,15 @@ def bench_train(config: TrainBenchConfig) -> dict:
     flops = model_flops(model, spec.image_shape)
     gflop = epoch_gflop(flops, len(train), len(test))
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size)
-    fast = pipeline_loop(model, train, test, train_config, config.seed)
+    fast = pipeline_loop(
+        model,
+        train,
+        test,
+        train_config,
+        config.seed,
+        measure_rate=lambda: matmul_gflops(device, rounds=config.epoch_roofline_rounds),
+    )
+    fractions = epoch_roofline_fractions(gflop, fast)
     figures = {
         "benchmark": "train",
         **machine(device),
@@ -167,7 +185,9 @@ def bench_train(config: TrainBenchConfig) -> dict:
         "flops_per_image": {"forward": flops.forward, "backward": flops.backward},
         "model_gflop_per_epoch": gflop,
         "matmul_gflops_fp32": gflops,
-        "roofline_fraction": roofline_fraction(gflop, fast.seconds_per_epoch, gflops),
+        "epoch_matmul_gflops_fp32": [round(rate, 1) for rate in fast.epoch_matmul_gflops],
+        "epoch_roofline_fractions": [round(fraction, 4) for fraction in fractions],
+        "roofline_fraction": statistics.median(fractions),
     }
     if config.iwae_samples:
         images = test[: config.iwae_images]
