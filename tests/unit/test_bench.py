@@ -25,6 +25,7 @@ from vaeops.benchmarks.mnist_idx import (
     torchvision_root,
 )
 from vaeops.benchmarks.pipeline import split_stages, stage_compute, summarize_stages
+from vaeops.benchmarks.roofline import matmul_gflops
 from vaeops.benchmarks.train import TrainBenchConfig, bench_scaling, bench_train, epoch_gflop
 from vaeops.data.idx import read_idx
 from vaeops.models import ModelSpec, build_model
@@ -71,6 +72,16 @@ def test_counting_flops_leaves_the_random_stream_untouched():
     expected = torch.rand(3)
     torch.manual_seed(0)
     model_flops(model, (1, 28, 28))  # the VAE forward draws reparameterization noise
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_measuring_the_matmul_rate_leaves_the_random_stream_untouched():
+    # bench train measures the rate between epochs: it must not change what training draws next
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    rate = matmul_gflops(torch.device("cpu"), size=64, rounds=1, seconds_per_round=0.01)
+    assert rate > 0
     assert torch.equal(torch.rand(3), expected)
 
 

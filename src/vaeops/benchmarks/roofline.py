@@ -32,8 +32,10 @@ def matmul_gflops(
 ) -> float:
     """Best rate over `rounds` of (size x size) @ (size x size)^T in `dtype`, in GFLOP/s."""
     size = size or (GPU_SIZE if device.type == "cuda" else CPU_SIZE)
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
+    # Its own generator: a measurement between epochs must not move the training's random stream.
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, generator=generator).to(dtype)
+    b = torch.randn(size, size, device=device, generator=generator).to(dtype)
     flops = 2 * size**3
     F.linear(a, b)  # warm-up: BLAS initialization and kernel selection
     synchronize(device)
