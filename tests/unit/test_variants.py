@@ -22,18 +22,21 @@ PARAMS = parse_params(
     }
 )
 
+# Every variant of PARAMS, in sweep order: activations x seeds, then the AE baseline.
+SWEEP_NAMES = [
+    "vae-relu-s0",
+    "vae-relu-s7",
+    "vae-gelu-s0",
+    "vae-gelu-s7",
+    "ae-relu-s0",
+    "ae-relu-s7",
+]
+
 
 def test_given_a_sweep_when_listed_then_each_activation_seed_pair_and_the_baseline_appear():
     names = [variant.name for variant in sweep_variants(PARAMS)]
 
-    assert names == [
-        "vae-relu-s0",
-        "vae-relu-s7",
-        "vae-gelu-s0",
-        "vae-gelu-s7",
-        "ae-relu-s0",
-        "ae-relu-s7",
-    ]
+    assert names == SWEEP_NAMES
 
 
 def test_given_the_default_params_when_listed_then_one_vae_and_one_baseline():
@@ -43,17 +46,7 @@ def test_given_the_default_params_when_listed_then_one_vae_and_one_baseline():
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [
-        (
-            {},
-            [
-                "vae-relu-s0",
-                "vae-relu-s7",
-                "vae-gelu-s0",
-                "vae-gelu-s7",
-                "ae-relu-s0",
-                "ae-relu-s7",
-            ],
-        ),
+        ({}, SWEEP_NAMES),
         ({"activation": "gelu"}, ["vae-gelu-s0", "vae-gelu-s7"]),
         ({"activation": "relu"}, ["vae-relu-s0", "vae-relu-s7", "ae-relu-s0", "ae-relu-s7"]),
         ({"kind": "ae"}, ["ae-relu-s0", "ae-relu-s7"]),
