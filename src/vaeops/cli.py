@@ -19,7 +19,9 @@ app = typer.Typer(
 data_app = typer.Typer(help="Raw datasets in data/ (versioned by DVC).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", help="The params file to read.")
+PARAMS_OPTION = typer.Option(
+    None, "--params", help="The params file (default: params.yaml of the project around here)."
+)
 TELEMETRY_OFF = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
@@ -31,10 +33,24 @@ def echo_json(payload: dict) -> None:
     typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
-def load(params_path: Path):
+def load(params_path: Path | None):
     from vaeops.config import load_params
 
     return load_params(params_path)
+
+
+def params_file(params_path: Path | None) -> str:
+    """The absolute path of a valid params file, for flows that load it themselves."""
+    config = load(params_path)  # a bad file fails here, before Prefect starts
+    return str(params_path.resolve() if params_path else config.root / "params.yaml")
+
+
+def tracking_root() -> Path:
+    """The project root, which only the project's local MLflow store needs: with
+    MLFLOW_TRACKING_URI set, commands that only talk to MLflow work from any folder."""
+    from vaeops.project import find_root
+
+    return Path.cwd() if os.environ.get("MLFLOW_TRACKING_URI") else find_root()
 
 
 @data_app.command("fetch")
@@ -47,7 +63,7 @@ def data_fetch(
     root: Path | None = typer.Option(None, help="Where torchvision datasets keep raw files."),
     download: bool = typer.Option(False, help="Let torchvision download (needs network)."),
     dvc_add: bool = typer.Option(True, help="Run `dvc add` so data.dvc records the new version."),
-    params: Path = PARAMS_OPTION,
+    params: Path | None = PARAMS_OPTION,
 ) -> None:
     """Materialize a raw dataset into data/ (paths.data) and record its version in data.dvc."""
     from vaeops.data.sources import fetch_dataset
@@ -58,11 +74,11 @@ def data_fetch(
     info = fetch_dataset(dataset or config.data.dataset, out, root=root, download=download)
     typer.echo(f"wrote {info.images} images {info.image_shape} of '{info.dataset}' to {out}/")
     if dvc_add:
-        typer.echo(record_data_version(out))
+        typer.echo(record_data_version(out, config.root))
 
 
 @app.command()
-def prepare(params: Path = PARAMS_OPTION) -> None:
+def prepare(params: Path | None = PARAMS_OPTION) -> None:
     """Split data/ into seeded, stratified train/val/test (paths.splits)."""
     from vaeops.steps.prepare import prepare as prepare_step
 
@@ -74,7 +90,7 @@ def train(
     activation: str | None = typer.Option(None, help="Only this activation (default: all)."),
     seed: int | None = typer.Option(None, help="Only this seed (default: all)."),
     kind: str | None = typer.Option(None, help="Only this model kind, vae or ae (default: both)."),
-    params: Path = PARAMS_OPTION,
+    params: Path | None = PARAMS_OPTION,
 ) -> None:
     """Train the sweep's variants (all by default), each a child run of the sweep in MLflow."""
     from vaeops.steps.train import train_sweep
@@ -93,6 +109,8 @@ def train(
                 f"warning: {summary['variant']} diverged ({summary['failure_reason']})", err=True
             )
         typer.echo(json.dumps(summary, sort_keys=True))
+    restored = sum(summary["restored"] for summary in summaries)
+    typer.echo(f"{len(summaries) - restored} variants trained, {restored} restored from the store")
 
 
 @app.command()
@@ -100,7 +118,7 @@ def evaluate(
     activation: str | None = typer.Option(None, help="Only this activation (default: all)."),
     seed: int | None = typer.Option(None, help="Only this seed (default: all)."),
     kind: str | None = typer.Option(None, help="Only this model kind (default: all)."),
-    params: Path = PARAMS_OPTION,
+    params: Path | None = PARAMS_OPTION,
 ) -> None:
     """Evaluate the sweep's trained variants on the validation and test splits."""
     from vaeops.steps.evaluate import evaluate_sweep
@@ -113,24 +131,25 @@ def evaluate(
 
 
 @app.command()
-def summarize(params: Path = PARAMS_OPTION) -> None:
+def summarize(params: Path | None = PARAMS_OPTION) -> None:
     """Write the leaderboard of every variant, the comparison plots and the study report."""
-    from vaeops import report
+    from vaeops.steps.summarize import summarize as summarize_step
 
-    echo_json(report.summarize(load(params)))
+    echo_json(summarize_step(load(params)))
 
 
 @app.command()
-def promote(params: Path = PARAMS_OPTION) -> None:
+def promote(params: Path | None = PARAMS_OPTION) -> None:
     """Register every variant and promote the best activation config to @champion if it beats
     the current champion by the margin (against MLFLOW_TRACKING_URI or the local store)."""
-    from vaeops.registry import promote as promote_step
+    from vaeops.steps.promote import promote as promote_step
 
     result = promote_step(load(params))
+    candidate = result["candidate"]
     typer.echo(
-        f"{result['decision']}: {result['candidate_variant']} "
-        f"(v{result['candidate_version']}, {result['metric']} {result['candidate_metric']:.3f}); "
-        f"{result['reason']}. Champion: {result['champion_uri']}"
+        f"{result['decision']}: {candidate['variant']} "
+        f"(v{candidate['version']}, {result['metric']} {candidate['value']:.3f}); "
+        f"{result['reason']}. Champion: {result['champion_uri']} (v{result['champion']['version']})"
     )
 
 
@@ -141,7 +160,9 @@ def pull(
 ) -> None:
     """Download a registered model and print how to load it."""
     from vaeops.registry import pull as pull_model
+    from vaeops.tracking import configure_tracking
 
+    configure_tracking(tracking_root())
     local = pull_model(model_uri, out)
     typer.echo(
         f"downloaded {model_uri} to {local}\n"
@@ -161,37 +182,40 @@ def generate(
     input_path: Path | None = typer.Option(
         None, "--input", help="IDX file, .npy or PNG folder to reconstruct (default: test split)."
     ),
-    params: Path = PARAMS_OPTION,
+    params: Path | None = PARAMS_OPTION,
 ) -> None:
     """The batch job: reconstructions, prior samples and interpolations from a registered model."""
-    from vaeops.generate import generate_batch
-    from vaeops.registry import CHAMPION, alias_uri
+    from vaeops.registry import champion_uri
+    from vaeops.steps.generate import generate_batch
 
     config = load(params)
-    uri = model_uri or alias_uri(config.promote.registered_model, CHAMPION)
+    uri = model_uri or champion_uri(config.promote.registered_model)
     echo_json(generate_batch(config, uri, out or config.paths.generated, n_samples, input_path))
 
 
 @app.command()
-def where(params: Path = PARAMS_OPTION) -> None:
+def where(params: Path | None = PARAMS_OPTION) -> None:
     """Say where the study's results are and how to browse them."""
-    from vaeops.tracking import DEFAULT_TRACKING_URI, tracking_uri
+    from vaeops.tracking import configure_tracking, experiment_ui_link, uses_default_store
 
     config = load(params)
-    uri = tracking_uri()
-    ui = (
-        "make ui   (or: mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000)"
-        if uri == DEFAULT_TRACKING_URI
-        else f"open the MLflow server at {uri}"
-    )
+    uri = configure_tracking(config.root)
+    if uses_default_store(config.root):
+        browse = "make ui   (in the project root), then open"
+        link = experiment_ui_link(config.tracking.experiment)
+    else:
+        browse = "open"
+        link = experiment_ui_link(config.tracking.experiment, uri.rstrip("/"))
+    paths = config.paths
     typer.echo(
         f"Results\n"
-        f"  report:        {config.paths.summary / 'report.md'}\n"
-        f"  leaderboard:   {config.paths.summary / 'leaderboard.csv'}  (dvc metrics show)\n"
-        f"  plots:         dvc plots show  (writes dvc_plots/index.html)\n"
-        f"  images:        {config.paths.generated}/  and  {config.paths.evaluation}/*/images/\n"
+        f"  report:        {paths.summary / 'report.md'}\n"
+        f"  leaderboard:   {paths.summary / 'leaderboard.csv'}\n"
+        f"  metrics:       {paths.metrics}/  (dvc metrics show; dvc exp show)\n"
+        f"  plots:         {paths.plots}/  (dvc plots show writes dvc_plots/index.html)\n"
+        f"  images:        {paths.generated}/  and  {paths.evaluation}/*/images/\n"
         f"  MLflow store:  {uri}\n"
-        f"Browse runs and the model registry:\n  {ui}\n  then http://127.0.0.1:5000"
+        f"Browse runs and the model registry:\n  {browse} {link}"
     )
 
 
@@ -215,17 +239,17 @@ def flow_run(
     workers: int | None = WORKERS_OPTION,
     dask_address: str | None = DASK_OPTION,
     force: bool = typer.Option(False, help="retrain: run the study even if data is unchanged."),
-    params: Path = PARAMS_OPTION,
+    params: Path | None = PARAMS_OPTION,
 ) -> None:
     """Run a Prefect flow once: the study (variants in parallel) or the data-driven retrain."""
     if name not in FLOW_NAMES:
         raise typer.BadParameter(f"'{name}': valid flows: {', '.join(FLOW_NAMES)}")
     if force and name != "retrain":
         raise typer.BadParameter("--force applies to the retrain flow only")
-    load(params)  # a bad params file fails here, before Prefect starts
+    params_path = params_file(params)  # a bad params file fails here, before Prefect starts
     from vaeops import orchestration
 
-    options = {"params_path": str(params), "workers": workers, "dask_address": dask_address}
+    options = {"params_path": params_path, "workers": workers, "dask_address": dask_address}
     if name == "retrain":
         echo_json(orchestration.retrain(**options, force=force))
     else:
@@ -240,20 +264,23 @@ def schedule(
     workers: int | None = WORKERS_OPTION,
     dask_address: str | None = DASK_OPTION,
     name: str = typer.Option("weekly-retrain", help="Deployment name."),
-    params: Path = PARAMS_OPTION,
+    params: Path | None = PARAMS_OPTION,
 ) -> None:
     """Serve the scheduled retrain deployment against PREFECT_API_URL until stopped (Ctrl-C)."""
     from vaeops import orchestration
 
-    orchestration.serve_retrain(cron, str(params), workers, dask_address, name)
+    orchestration.serve_retrain(cron, params_file(params), workers, dask_address, name)
 
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
+    from vaeops.allocator import keep_freed_memory
     from vaeops.errors import USER_ERRORS
 
+    # Process-wide, so set by the entry point, never by the library (see vaeops.allocator).
+    keep_freed_memory()
     try:
         app()
     except USER_ERRORS as error:

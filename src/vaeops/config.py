@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from vaeops.errors import VaeopsError
+from vaeops.project import PARAMS_FILE, find_root
 
 ActivationName = Literal[
     "identity",
@@ -46,16 +47,29 @@ class StrictModel(BaseModel):
 
 
 class PathsConfig(StrictModel):
+    """Relative paths are resolved against the project root (the folder of params.yaml)."""
+
     data: Path = Path("data")
     splits: Path = Path("outputs/splits.npz")
     variants: Path = Path("outputs/variants")  # the train step: one folder per variant
     evaluation: Path = Path("outputs/evaluation")  # the evaluate step: one folder per variant
-    evaluation_metrics: Path = Path("outputs/evaluation.json")  # every variant's key metrics
     summary: Path = Path("outputs/summary")
     generated: Path = Path("outputs/generated")
-    promotion: Path = Path("outputs/promotion.json")
+    # Versioned by git (small, deterministic): what `dvc metrics` and `dvc plots` compare.
+    metrics: Path = Path("metrics")
+    plots: Path = Path("plots")
     # Resumable training state; not a pipeline output, deleted when a variant finishes.
     checkpoints: Path = Path("outputs/checkpoints")
+
+    @property
+    def data_dvc(self) -> Path:
+        """The .dvc file that records the version of `data` (`dvc add data` writes it)."""
+        return self.data.with_name(self.data.name + ".dvc")
+
+    def resolved(self, root: Path) -> PathsConfig:
+        return self.model_copy(
+            update={name: root / value for name, value in self if isinstance(value, Path)}
+        )
 
 
 class DataConfig(StrictModel):
@@ -87,7 +101,7 @@ class ModelConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(15, ge=1)
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     beta: float = Field(1.0, ge=0)
@@ -103,8 +117,11 @@ class BaselineConfig(StrictModel):
 
 
 class SweepConfig(StrictModel):
-    activations: tuple[ActivationName, ...] = ("relu",)
-    seeds: tuple[int, ...] = (0,)
+    # `exp` is in the registry but not in the default sweep: it diverges.
+    activations: tuple[ActivationName, ...] = tuple(
+        name for name in ACTIVATION_NAMES if name != "exp"
+    )
+    seeds: tuple[int, ...] = (0, 1, 2)
     baseline: BaselineConfig = BaselineConfig()
 
     @model_validator(mode="after")
@@ -158,12 +175,30 @@ class Params(StrictModel):
     tracking: TrackingConfig = TrackingConfig()
     promote: PromoteConfig = PromoteConfig()
     generate: GenerateConfig = GenerateConfig()
+    # The project root: the folder of the params file (set by `load_params`).
+    _root: Path = PrivateAttr(default=Path("."))
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+
+def valid_keys(location: tuple) -> list[str]:
+    """The keys the section at `location` (e.g. ("sweep", "baseline")) accepts."""
+    model: type[BaseModel] = Params
+    for part in location:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return list(model.model_fields)
 
 
 def _describe(error: dict, source: str) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{key}'; remove it or check its spelling"
+        valid = ", ".join(valid_keys(error["loc"][:-1]))
+        return f"{source}: unknown key '{key}'; valid keys here: {valid}"
     return f"{source}: {key}: {error['msg']} (got {error.get('input')!r})"
 
 
@@ -176,16 +211,22 @@ def parse_params(raw: dict, source: str = "params") -> Params:
         raise ConfigError("\n".join(lines)) from None
 
 
-def load_params(path: Path | str = "params.yaml") -> Params:
-    path = Path(path)
+def load_params(path: Path | str | None = None) -> Params:
+    """The validated params of the project; relative paths in it resolved against its folder.
+
+    Without `path`, the project's params.yaml, found by walking up from the current folder.
+    """
+    path = Path(path) if path is not None else find_root() / PARAMS_FILE
     if not path.is_file():
-        raise ConfigError(
-            f"{path}: no such params file; run from the project root or pass --params"
-        )
+        raise ConfigError(f"{path}: no such params file; pass an existing file with --params")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    return parse_params(raw, source=str(path))
+    root = path.resolve().parent
+    params = parse_params(raw, source=str(path))
+    params = params.model_copy(update={"paths": params.paths.resolved(root)})
+    params._root = root
+    return params

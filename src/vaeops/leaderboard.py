@@ -10,6 +10,18 @@ from vaeops.outputs import EVAL_FILE, TRAIN_FILE, read_json
 from vaeops.variants import Variant, sweep_variants
 
 
+# The figures of a variant that registered model versions carry as tags.
+KEY_METRICS = (
+    "val/iwae_nll",
+    "val/neg_elbo",
+    "val/reconstruction",
+    "val/active_units",
+    "test/iwae_nll",
+    "test/neg_elbo",
+    "test/reconstruction",
+)
+
+
 @dataclass(frozen=True)
 class ConfigScore:
     """One activation config (kind + activation) aggregated over its non-diverged seeds."""

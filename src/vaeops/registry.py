@@ -1,16 +1,20 @@
-"""The model registry: register every variant, promote the best activation config, pull models.
+"""The model registry: URI helpers, and register, promote, resolve and pull.
 
-Promotion policy (params `promote`): rank activation configs by the mean over seeds of a
-validation metric (lower is better); the best config's best seed is the candidate. It becomes
-`@champion` only if it beats the current champion, re-evaluated now on the same validation split
-with the same code and seed, by at least `min_margin`; otherwise it is aliased `@challenger` and
-the champion stays. The test split is never used to choose.
+Promotion policy (params `promote`): the promote step ranks activation configs by the mean over
+seeds of a validation metric (lower is better); the best config's best seed is the candidate. It
+becomes `@champion` only if it beats the current champion, re-evaluated by the promote step on
+the same validation split with the same code and seed, by at least `min_margin`; otherwise it is
+aliased `@challenger` and the champion stays. The test split is never used to choose.
+
+A version is registered once per trained model: the variant's run holds the model, and a run
+that already has a version is not registered again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,12 +24,9 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from vaeops import tracking
-from vaeops.config import Params
 from vaeops.errors import VaeopsError
-from vaeops.leaderboard import ConfigScore, aggregate, leaderboard_rows
-from vaeops.outputs import write_json
-from vaeops.steps.evaluate import KEY_METRICS, seeded_split_metrics
+from vaeops.leaderboard import KEY_METRICS, ConfigScore
+from vaeops.tracking import Tag
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -70,6 +71,16 @@ class Decision:
 
 def alias_uri(name: str, alias: str) -> str:
     return f"models:/{name}@{alias}"
+
+
+def champion_uri(name: str) -> str:
+    """The model consumers load by default: `models:/NAME@champion`."""
+    return alias_uri(name, CHAMPION)
+
+
+def is_registry_uri(uri: str) -> bool:
+    """`models:/NAME@ALIAS` or `models:/NAME/VERSION`; not a logged model's `models:/m-ID`."""
+    return uri.startswith("models:/") and not uri.removeprefix("models:/").startswith("m-")
 
 
 def version_uri(name: str, version: str | int) -> str:
@@ -134,12 +145,13 @@ def ensure_registered_model(client: MlflowClient, name: str) -> None:
 
 def version_tags(row: dict, sweep_run_id: str, data_version: str) -> dict[str, str]:
     tags = {
-        "vaeops.variant": row["variant"],
-        "vaeops.activation": row["activation"],
-        "vaeops.seed": str(row["seed"]),
-        "vaeops.kind": row["kind"],
-        "vaeops.data_version": data_version,
-        "vaeops.sweep": sweep_run_id,
+        Tag.VARIANT: row["variant"],
+        Tag.ACTIVATION: row["activation"],
+        Tag.SEED: str(row["seed"]),
+        Tag.KIND: row["kind"],
+        Tag.IDENTITY: row["identity"],
+        Tag.DATA_VERSION: data_version,
+        Tag.SWEEP: sweep_run_id,
     }
     return tags | {key: str(row[key]) for key in KEY_METRICS if row.get(key) is not None}
 
@@ -150,67 +162,50 @@ def find_version_for_run(client: MlflowClient, name: str, run_id: str):
 
 
 def register_variant(
-    client: MlflowClient, params: Params, row: dict, sweep_run_id: str, example: np.ndarray
+    client: MlflowClient,
+    name: str,
+    row: dict,
+    run_id: str,
+    model_dir: Path,
+    example: np.ndarray,
+    tags: dict[str, str],
 ):
-    """Log the variant's pyfunc model into its run (once) and register it (once)."""
+    """Log the variant's pyfunc model into its run and register it, once per run."""
     from vaeops.serving import log_pyfunc_model
 
-    name = params.promote.registered_model
-    existing = find_version_for_run(client, name, row["run_id"])
+    existing = find_version_for_run(client, name, run_id)
     if existing is not None:
         return existing
-    model_dir = params.paths.variants / row["variant"]
-    with mlflow.start_run(run_id=row["run_id"]):
+    with mlflow.start_run(run_id=run_id):
         model_uri = log_pyfunc_model(model_dir, example)
+    weights = client.get_run(run_id).data.tags.get(Tag.WEIGHTS_DIGEST)
     return mlflow.register_model(
-        model_uri, name, tags=version_tags(row, sweep_run_id, tracking.data_version())
+        model_uri, name, tags=tags | ({Tag.WEIGHTS_DIGEST: weights} if weights else {})
     )
 
 
-def register_sweep(params: Params, rows: list[dict], sweep_run_id: str) -> dict[str, object]:
-    """Every non-diverged variant as a version of the registered model; variant -> version."""
-    from vaeops.data.splits import load_split
-
-    client = MlflowClient()
-    ensure_registered_model(client, params.promote.registered_model)
-    example = load_split(params.paths.splits, "val").images[:2].flatten(1).numpy()
-    return {
-        row["variant"]: register_variant(client, params, row, sweep_run_id, example)
-        for row in rows
-        if not row["diverged"]
-    }
+def download_version(version) -> Path:
+    """A registered version's files, in MLflow's download cache."""
+    return Path(mlflow.artifacts.download_artifacts(version_uri(version.name, version.version)))
 
 
-def reevaluate(params: Params, version) -> float:
-    """The champion's promotion metric on the current validation split, computed as the
-    evaluate step computes it for every candidate (same code, same seed, same k)."""
-    from vaeops.checkpoints import SPEC_FILE, WEIGHTS_FILE, read_model
-    from vaeops.data.splits import load_split
-
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}"))
-    spec = next(local.rglob(SPEC_FILE))
-    model = read_model(spec, spec.with_name(WEIGHTS_FILE))
-    images = load_split(params.paths.splits, "val").images
-    metrics = seeded_split_metrics(params, model, images)
-    value = metrics[params.promote.metric.removeprefix("val/")]
-    if value is None:
-        raise RegistryError(
-            f"champion {version.name}/{version.version} has no {params.promote.metric} "
-            f"(kind {version.tags.get('vaeops.kind')}); choose another promote.metric"
-        )
-    return float(value)
-
-
-def decide(params: Params, best: ConfigScore, candidate, champion) -> Decision:
-    metric, margin = params.promote.metric, params.promote.min_margin
+def decide(
+    best: ConfigScore,
+    candidate,
+    champion,
+    champion_value: float | None,
+    metric: str,
+    margin: float,
+    data_version: str,
+) -> Decision:
+    """Promote or keep: `champion_value` is the champion re-evaluated now (None: no champion)."""
     candidate_value = best.best_value
     if champion is None:
-        champion_value, promote, reason = None, True, "no champion yet"
+        promote, reason = True, "no champion yet"
     elif champion.version == candidate.version:
         champion_value, promote = candidate_value, False
         reason = "candidate is already the champion"
     else:
-        champion_value = reevaluate(params, champion)
         promote = should_promote(candidate_value, champion_value, margin)
         gain = champion_value - candidate_value
         reason = f"gain {gain:.3f} {'>=' if promote else '<'} margin {margin:g}"
@@ -224,7 +219,7 @@ def decide(params: Params, best: ConfigScore, candidate, champion) -> Decision:
         champion_metric=champion_value,
         metric=metric,
         min_margin=margin,
-        data_version=tracking.data_version(),
+        data_version=data_version,
         decided_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
 
@@ -258,56 +253,31 @@ def apply_decision(client: MlflowClient, name: str, decision: Decision) -> None:
     )
 
 
-def append_promotion_log(params: Params, sweep_run_id: str, decision: Decision) -> Path:
-    """One JSON line per decision, kept as an artifact of the sweep's parent run."""
-    log_path = params.paths.promotion.with_name(PROMOTION_LOG)
-    client = MlflowClient()
-    try:
-        previous = client.download_artifacts(sweep_run_id, PROMOTION_LOG, str(log_path.parent))
-        lines = Path(previous).read_text().splitlines()
-    except (MlflowException, OSError):
-        lines = []
-    lines.append(json.dumps(asdict(decision), sort_keys=True))
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text("\n".join(lines) + "\n")
-    client.log_artifact(sweep_run_id, str(log_path))
-    return log_path
+def read_promotion_log(client: MlflowClient, sweep_run_id: str, folder: Path) -> list[str]:
+    """The lines logged so far; none if the run has no log yet. A failed download raises: an
+    unreadable history must never be replaced by a one-line log."""
+    logged = {item.path for item in client.list_artifacts(sweep_run_id)}
+    if PROMOTION_LOG not in logged:
+        return []
+    downloaded = client.download_artifacts(sweep_run_id, PROMOTION_LOG, str(folder))
+    return Path(downloaded).read_text().splitlines()
 
 
-def promote(params: Params) -> dict:
-    """Register the sweep, choose the best activation config on validation, promote or keep."""
-    started = time.perf_counter()
-    tracking.configure_tracking()
-    rows = leaderboard_rows(params)
-    scores = aggregate(rows, params.promote.metric)
-    if not scores:
-        raise RegistryError(
-            f"no variant has {params.promote.metric} (all diverged?); nothing to promote"
-        )
-    sweep_run_id = tracking.sweep_parent_run(params)
-    versions = register_sweep(params, rows, sweep_run_id)
+def append_promotion_log(sweep_run_id: str, decision: Decision) -> list[str]:
+    """One JSON line per decision, kept as an artifact of the sweep's study run; its lines."""
     client = MlflowClient()
-    name = params.promote.registered_model
-    best = scores[0]
-    decision = decide(params, best, versions[best.best_variant], current_champion(client, name))
-    apply_decision(client, name, decision)
-    append_promotion_log(params, sweep_run_id, decision)
-    result = asdict(decision) | {
-        "registered_model": name,
-        "registered_versions": len(versions),
-        "best_config": best.config,
-        "best_config_mean": best.mean,
-        "best_config_std": best.std,
-        "champion_uri": alias_uri(name, CHAMPION),
-        "compute_seconds": time.perf_counter() - started,
-    }
-    write_json(params.paths.promotion, result)
-    return result
+    with tempfile.TemporaryDirectory() as scratch:
+        lines = read_promotion_log(client, sweep_run_id, Path(scratch))
+        lines.append(json.dumps(asdict(decision), sort_keys=True))
+        log_path = Path(scratch) / PROMOTION_LOG
+        log_path.write_text("\n".join(lines) + "\n")
+        client.log_artifact(sweep_run_id, str(log_path))
+    return lines
 
 
 def pull(model_uri: str, out_dir: Path) -> Path:
-    """Download a registered model (by alias or version) into `out_dir`."""
-    tracking.configure_tracking()
+    """Download a registered model (by alias or version) into `out_dir`; MLflow must already
+    point at the store (tracking.configure_tracking)."""
     resolve_version(MlflowClient(), model_uri)
     out_dir.mkdir(parents=True, exist_ok=True)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(out_dir)))

@@ -1,115 +1,167 @@
 """The only module that knows the MLflow run layout and tags.
 
-Layout: one experiment per study (`tracking.experiment`); in it one *parent* run per sweep and one
-*child* run per variant. A sweep is identified by a key derived from the data version and the
-params that define the variants, so every stage of one `dvc repro` (separate processes) finds the
-same parent.
+Layout: one experiment per study (`tracking.experiment`); in it one *study* run (role `sweep`) per
+set of shared settings (data, split, model, training, code) and one *child* run per variant. A
+variant's run is also where its trained weights and evaluations are stored: the train and
+evaluate steps look a variant up by its identity (`vaeops.identity`) and reuse what is there, so
+adding an activation to the sweep trains only the new variants, and they join the same study run.
+
+The default store is `sqlite:///<root>/mlruns/mlflow.db` with artifacts under `<root>/mlruns/`,
+where root is the project root (or the parent repository's root inside a queued DVC
+experiment); MLFLOW_TRACKING_URI overrides it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import yaml
+from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+)
 
 from vaeops.config import Params
+from vaeops.errors import VaeopsError
+from vaeops.project import store_root
 from vaeops.variants import Variant
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-TAG_PREFIX = "vaeops."
-SWEEP_KEY_TAG = "vaeops.sweep_key"
-PARENT_RUN_TAG = "mlflow.parentRunId"
-RUN_FAILURE_TAG = "vaeops.failure_reason"
 TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+# Opens an experiment on its runs table instead of the GenAI overview (MLflow 3 UI).
+UI_VIEW_QUERY = "?workflowType=machine_learning"
 
 
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+class Tag:
+    """Every tag key the project writes, on runs and on registered model versions."""
+
+    ROLE = "vaeops.role"  # "sweep" (the study run) or "variant"
+    STUDY_KEY = "vaeops.study_key"
+    IDENTITY = "vaeops.identity"  # the variant's identity (see vaeops.identity)
+    STORED = "vaeops.stored"  # "true" once the variant's outputs are stored in its run
+    VARIANT = "vaeops.variant"
+    ACTIVATION = "vaeops.activation"
+    SEED = "vaeops.seed"
+    KIND = "vaeops.kind"
+    SWEEP = "vaeops.sweep"  # the study run's id
+    DATA_VERSION = "vaeops.data_version"  # the md5 in data.dvc
+    GIT_COMMIT = "vaeops.git_commit"
+    WEIGHTS_DIGEST = "vaeops.weights_sha256"
+    FAILURE_REASON = "vaeops.failure_reason"
+    DVC_EXPERIMENT = "vaeops.dvc_experiment"
+    DVC_BASELINE = "vaeops.dvc_baseline_rev"
+    MODEL_URI = "vaeops.model_uri"
+    MODEL_NAME = "vaeops.model_name"
+    MODEL_VERSION = "vaeops.model_version"
 
 
-def configure_tracking() -> str:
+STORED_ARTIFACTS = "variant"  # the train step's outputs folder, inside the variant's run
+EVALUATIONS_ARTIFACTS = "evaluation"  # one subfolder per evaluation key
+
+
+class TrackingError(VaeopsError):
+    """The tracking store cannot be used as configured."""
+
+
+# Where the store is -------------------------------------------------------------------------
+
+
+def default_store(root: Path) -> Path:
+    return store_root(root) / "mlruns"
+
+
+def tracking_uri(root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_store(root)}/mlflow.db"
+
+
+def uses_default_store(root: Path) -> bool:
+    return "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def configure_tracking(root: Path) -> str:
     """Point MLflow at the project's store (creating `mlruns/` for the default sqlite store)."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
-    uri = tracking_uri()
-    if uri == DEFAULT_TRACKING_URI:
-        Path("mlruns").mkdir(exist_ok=True)
+    uri = tracking_uri(root)
+    if uses_default_store(root):
+        default_store(root).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
 
 
-def data_version(dvc_file: Path = Path("data.dvc")) -> str:
-    """The md5 that `data.dvc` records for `data/`, or 'untracked' outside a DVC project."""
+def experiment_id(name: str, root: Path) -> str:
+    """The experiment's id, created on first use; in the default store its artifacts go under
+    `<root>/mlruns/` whatever the current folder is."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = default_store(root).as_uri() if uses_default_store(root) else None
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def experiment_ui_link(experiment: str, base_url: str = "http://127.0.0.1:5000") -> str:
+    """A link that opens the experiment on its training runs (not the GenAI overview)."""
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return f"{base_url}/#/experiments{UI_VIEW_QUERY}"
+    return f"{base_url}/#/experiments/{found.experiment_id}{UI_VIEW_QUERY}"
+
+
+# Lineage ------------------------------------------------------------------------------------
+
+
+def data_version(params: Params) -> str:
+    """The md5 that the data's .dvc file records, or 'untracked' where there is none."""
+    dvc_file = params.paths.data_dvc
     if not dvc_file.is_file():
         return "untracked"
-    outs = yaml.safe_load(dvc_file.read_text()).get("outs", [])
-    return str(outs[0].get("md5", "untracked")) if outs else "untracked"
+    outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+    return str(outs[0].get("md5", "untracked"))
 
 
-def git_commit() -> str:
+def git_commit(folder: Path) -> str:
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+            ["git", "rev-parse", "HEAD"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return result.stdout.strip()
 
 
-def sweep_key(params: Params, data: str) -> str:
-    """Same data and same variant-defining params -> same sweep (and the same parent run)."""
-    defining = {
-        "data": data,
-        **params.model_dump(mode="json", include={"prepare", "model", "train", "sweep"}),
+def lineage_tags(params: Params, entry_point: str) -> dict[str, str]:
+    """Data version, commit, the entry point as MLflow's own source tags (the UI's Source
+    column), and the DVC experiment that ran it, if any."""
+    root = params.root
+    commit = git_commit(root)
+    tags = {
+        Tag.DATA_VERSION: data_version(params),
+        Tag.GIT_COMMIT: commit,
+        MLFLOW_GIT_COMMIT: commit,
+        MLFLOW_SOURCE_NAME: entry_point,
+        MLFLOW_SOURCE_TYPE: "LOCAL",
     }
-    return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def experiment_id(name: str) -> str:
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(name)
-
-
-def sweep_parent_run(params: Params) -> str:
-    """Find or create the parent run of the current sweep; returns its run id."""
-    data = data_version()
-    key = sweep_key(params, data)
-    client = MlflowClient()
-    experiment = experiment_id(params.tracking.experiment)
-    found = client.search_runs(
-        [experiment], filter_string=f"tags.`{SWEEP_KEY_TAG}` = '{key}'", max_results=1
-    )
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(
-        experiment,
-        run_name=f"sweep-{key[:8]}",
-        tags={
-            SWEEP_KEY_TAG: key,
-            "vaeops.role": "sweep",
-            "vaeops.data_version": data,
-            "vaeops.git_commit": git_commit(),
-        },
-    )
-    client.log_batch(
-        run.info.run_id,
-        params=[
-            mlflow.entities.Param(key, str(value))
-            for key, value in flatten(params.model_dump(mode="json", include={"sweep", "train"}))
-        ],
-    )
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
+    if os.environ.get("DVC_EXP_NAME"):
+        tags[Tag.DVC_EXPERIMENT] = os.environ["DVC_EXP_NAME"]
+        tags[Tag.DVC_BASELINE] = os.environ.get("DVC_EXP_BASELINE_REV", "")
+    return tags
 
 
 def flatten(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
@@ -122,30 +174,82 @@ def flatten(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
     return items
 
 
-def variant_tags(variant: Variant, parent_run_id: str) -> dict[str, str]:
-    return {
-        PARENT_RUN_TAG: parent_run_id,
-        "vaeops.role": "variant",
-        "vaeops.variant": variant.name,
-        "vaeops.activation": variant.activation,
-        "vaeops.seed": str(variant.seed),
-        "vaeops.kind": variant.kind,
-        "vaeops.sweep": parent_run_id,
-        "vaeops.data_version": data_version(),
-        "vaeops.git_commit": git_commit(),
-    }
+# The study run ------------------------------------------------------------------------------
+
+
+def study_run(params: Params, key: str, entry_point: str) -> str:
+    """Find or start the study run of these shared settings; its run id. It stays RUNNING
+    while a step works on it (`close_study_run` ends it), so it spans the whole pipeline."""
+    client = MlflowClient()
+    experiment = experiment_id(params.tracking.experiment, params.root)
+    found = client.search_runs(
+        [experiment], filter_string=f"tags.`{Tag.STUDY_KEY}` = '{key}'", max_results=1
+    )
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    run = client.create_run(
+        experiment,
+        run_name=f"sweep-{key[:8]}",
+        tags={Tag.STUDY_KEY: key, Tag.ROLE: "sweep", **lineage_tags(params, entry_point)},
+    )
+    shared = params.model_dump(mode="json", include={"prepare", "model", "train"})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in flatten(shared)])
+    return run.info.run_id
+
+
+def close_study_run(run_id: str) -> None:
+    MlflowClient().set_terminated(run_id, "FINISHED")
+
+
+# Variant runs: tracking and the store of trained variants ------------------------------------
+
+
+def find_stored_variant(params: Params, identity: str) -> Run | None:
+    """The run holding a variant of this identity whose outputs were stored, if any."""
+    experiment = experiment_id(params.tracking.experiment, params.root)
+    found = MlflowClient().search_runs(
+        [experiment],
+        filter_string=f"tags.`{Tag.IDENTITY}` = '{identity}' and tags.`{Tag.STORED}` = 'true'",
+        max_results=1,
+    )
+    return found[0] if found else None
+
+
+def variant_run_id(params: Params, identity: str) -> str:
+    run = find_stored_variant(params, identity)
+    if run is None:
+        raise TrackingError(
+            f"no stored run of variant {identity[:12]} in {mlflow.get_tracking_uri()}; "
+            "run the train step (dvc repro) against this tracking store first"
+        )
+    return run.info.run_id
 
 
 def start_variant_run(
-    params: Params, variant: Variant, parent_run_id: str, resume_run_id: str | None = None
+    params: Params,
+    variant: Variant,
+    identity: str,
+    study_run_id: str,
+    resume_run_id: str | None = None,
 ) -> mlflow.ActiveRun:
     """Start (or resume, after an interrupt) the child run of one variant."""
     if resume_run_id is not None:
         return mlflow.start_run(run_id=resume_run_id)
     run = mlflow.start_run(
-        experiment_id=experiment_id(params.tracking.experiment),
+        experiment_id=experiment_id(params.tracking.experiment, params.root),
         run_name=variant.name,
-        tags=variant_tags(variant, parent_run_id),
+        tags={
+            MLFLOW_PARENT_RUN_ID: study_run_id,
+            Tag.ROLE: "variant",
+            Tag.IDENTITY: identity,
+            Tag.VARIANT: variant.name,
+            Tag.ACTIVATION: variant.activation,
+            Tag.SEED: str(variant.seed),
+            Tag.KIND: variant.kind,
+            Tag.SWEEP: study_run_id,
+            **lineage_tags(params, "vaeops train"),
+        },
     )
     model = params.model.model_dump(mode="json")
     train = params.train.model_dump(mode="json")
@@ -157,13 +261,29 @@ def start_variant_run(
     return run
 
 
-def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
-    """One batched call per epoch (all of the epoch's metrics together).
+def dataset(params: Params, images: np.ndarray):
+    """An MLflow dataset named after the source, its digest the md5 that data.dvc records."""
+    with warnings.catch_warnings():
+        # MLflow 3.17 registers its local-file source class twice and warns that a path is
+        # ambiguous between the two identical interpretations.
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_numpy(
+            images,
+            source=str(params.paths.data),
+            name=params.data.dataset,
+            digest=data_version(params)[:36],
+        )
 
-    Synchronous on purpose: one call per epoch costs milliseconds on the sqlite store and tens of
-    milliseconds on a server, while MLflow's asynchronous queue polls with a 1 s timeout and so
-    adds up to a second to every run's end, more than a whole sweep's per-epoch calls cost.
-    """
+
+def log_datasets(params: Params, splits: dict[str, np.ndarray]) -> None:
+    """Record on the active run which data it saw, one input per split context
+    (train / validation / test): the MLflow UI's Datasets column."""
+    for context, images in splits.items():
+        mlflow.log_input(dataset(params, images), context=context)
+
+
+def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+    """One batched, synchronous call per epoch (all of the epoch's metrics together)."""
     values = {key: value for key, value in metrics.items() if key != "epoch"}
     mlflow.log_metrics(values, step=epoch)
 
@@ -172,15 +292,35 @@ def log_final_metrics(metrics: dict[str, float | None]) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
 
 
+def store_variant(folder: Path, weights_digest: str | None) -> None:
+    """Keep the variant's outputs folder in its (active) run and mark it reusable."""
+    mlflow.log_artifacts(str(folder), artifact_path=STORED_ARTIFACTS)
+    if weights_digest is not None:
+        mlflow.set_tag(Tag.WEIGHTS_DIGEST, weights_digest)
+    mlflow.set_tag(Tag.STORED, "true")
+
+
+def download_folder(run_id: str, artifact_path: str, folder: Path) -> None:
+    """Make `folder` a copy of one of the run's artifact folders."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".download-") as staging:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=staging
+        )
+        if folder.exists():
+            shutil.rmtree(folder)
+        Path(local).replace(folder)
+
+
+def restore_variant(run_id: str, folder: Path) -> None:
+    """Write a stored variant's outputs folder from its run."""
+    download_folder(run_id, STORED_ARTIFACTS, folder)
+
+
 def mark_failed(reason: str) -> None:
     """End the active run as FAILED with a human-readable reason (tag and note)."""
-    mlflow.set_tags({RUN_FAILURE_TAG: reason, "mlflow.note.content": f"Failed: {reason}"})
+    mlflow.set_tags({Tag.FAILURE_REASON: reason, "mlflow.note.content": f"Failed: {reason}"})
     mlflow.end_run(status="FAILED")
-
-
-def log_artifacts(paths: list[Path], folder: str) -> None:
-    for path in paths:
-        mlflow.log_artifact(str(path), artifact_path=folder)
 
 
 def end_run() -> None:
@@ -193,22 +333,46 @@ def log_artifacts_to_run(run_id: str, paths: list[Path], folder: str) -> None:
         client.log_artifact(run_id, str(path), artifact_path=folder)
 
 
-def record_evaluation(run_id: str, metrics: dict, images_dir: Path, step: int) -> None:
-    """Attach a variant's evaluation metrics and preview grids to its (finished) child run.
+# Evaluations, stored in the variant's run ----------------------------------------------------
 
-    Logged at `step` = the last epoch, so where a key also has a per-epoch curve (val/neg_elbo)
-    the evaluation is that curve's final point rather than a stray point at step 0.
+
+def evaluation_artifacts(key: str) -> str:
+    return f"{EVALUATIONS_ARTIFACTS}/{key}"
+
+
+def has_evaluation(run_id: str, key: str) -> bool:
+    return bool(MlflowClient().list_artifacts(run_id, evaluation_artifacts(key)))
+
+
+def restore_evaluation(run_id: str, key: str, folder: Path) -> None:
+    download_folder(run_id, evaluation_artifacts(key), folder)
+
+
+def record_evaluation(
+    params: Params,
+    run_id: str,
+    key: str,
+    metrics: dict,
+    folder: Path,
+    step: int,
+    splits: dict[str, np.ndarray],
+) -> None:
+    """Attach an evaluation to its variant's run: metrics, the data it used, and its outputs
+    folder (stored under its key, so the same evaluation is never computed twice).
+
+    Metrics are logged at `step` = the last epoch, so where a key also has a per-epoch curve
+    (val/neg_elbo) the evaluation is that curve's final point rather than a stray point at 0.
     """
     client = MlflowClient()
     now = int(time.time() * 1000)
     numeric = {
-        key: float(value)
-        for key, value in metrics.items()
-        if "/" in key and isinstance(value, int | float) and not isinstance(value, bool)
+        name: float(value)
+        for name, value in metrics.items()
+        if "/" in name and isinstance(value, int | float) and not isinstance(value, bool)
     }
     client.log_batch(
-        run_id,
-        metrics=[mlflow.entities.Metric(key, value, now, step) for key, value in numeric.items()],
+        run_id, metrics=[Metric(name, value, now, step) for name, value in numeric.items()]
     )
-    if images_dir.is_dir():
-        client.log_artifacts(run_id, str(images_dir), artifact_path="images")
+    with mlflow.start_run(run_id=run_id):
+        log_datasets(params, splits)
+        mlflow.log_artifacts(str(folder), artifact_path=evaluation_artifacts(key))

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 
+from vaeops import tracking
 from vaeops.checkpoints import load_model
 from vaeops.config import Params
 from vaeops.data.splits import load_split
 from vaeops.evaluation import dead_unit_fraction, gradient_norms, split_metrics
+from vaeops.identity import evaluation_key
 from vaeops.models import Autoencoder
 from vaeops.outputs import EVAL_FILE, IMAGES_DIR, TRAIN_FILE, read_json, write_json
 from vaeops.training import resolve_device
-from vaeops.variants import Variant, sweep_variants
+from vaeops.variants import Variant
 
 IMAGES_PER_ROW = 8
+# Split names here and the contexts MLflow records them under.
+CONTEXTS = (("val", "validation"), ("test", "test"))
 
 
 @torch.no_grad()
@@ -53,17 +56,12 @@ def seeded_split_metrics(params: Params, model: Autoencoder, images: torch.Tenso
     )
 
 
-def evaluate_variant(params: Params, variant: Variant, splits: dict[str, torch.Tensor]) -> dict:
-    """Validation and test metrics and preview grids of one trained variant (its eval.json)."""
-    started = time.perf_counter()
-    trained = read_json(variant.train_dir(params) / TRAIN_FILE)
-    out_dir = variant.eval_dir(params)
+def compute_evaluation(
+    params: Params, trained: dict, model: Autoencoder, splits: dict[str, torch.Tensor]
+) -> dict:
+    """Validation and test metrics of one trained model (the variant's eval.json)."""
     config = params.evaluate
-    metrics: dict = {"variant": variant.name, "diverged": trained["diverged"]}
-    if trained["diverged"]:
-        write_json(out_dir / EVAL_FILE, metrics)
-        return metrics
-    model = load_model(variant.train_dir(params), device=str(splits["val"].device))
+    metrics: dict = {"variant": trained["variant"], "diverged": False}
     for split, images in splits.items():
         values = seeded_split_metrics(params, model, images)
         metrics |= {f"{split}/{key}": value for key, value in values.items()}
@@ -74,44 +72,37 @@ def evaluate_variant(params: Params, variant: Variant, splits: dict[str, torch.T
     norms = gradient_norms(model, val_images, params.train.beta, config.batch_size)
     metrics |= {f"val/{key}": value for key, value in norms.items()}
     metrics["parameters"] = trained["parameters"]
-    metrics["train_seconds"] = trained["train_seconds"]
-    preview_images(model, val_images, out_dir / IMAGES_DIR)
-    metrics["compute_seconds"] = time.perf_counter() - started
-    write_json(out_dir / EVAL_FILE, metrics)
     return metrics
 
 
-KEY_METRICS = (
-    "val/iwae_nll",
-    "val/neg_elbo",
-    "val/reconstruction",
-    "val/active_units",
-    "test/iwae_nll",
-    "test/neg_elbo",
-    "test/reconstruction",
-)
+def evaluate_variant(params: Params, variant: Variant, splits: dict[str, torch.Tensor]) -> dict:
+    """The variant's evaluation folder (eval.json and preview grids): restored from its run if
+    the same evaluation was computed before, else computed now and stored there."""
+    trained = read_json(variant.train_dir(params) / TRAIN_FILE)
+    out_dir = variant.eval_dir(params)
+    if trained["diverged"]:
+        metrics = {"variant": variant.name, "diverged": True}
+        write_json(out_dir / EVAL_FILE, metrics)
+        return metrics
+    run_id = tracking.variant_run_id(params, trained["identity"])
+    key = evaluation_key(params, trained["identity"])
+    if tracking.has_evaluation(run_id, key):
+        tracking.restore_evaluation(run_id, key, out_dir)
+        return read_json(out_dir / EVAL_FILE)
+    model = load_model(variant.train_dir(params), device=str(splits["val"].device))
+    metrics = compute_evaluation(params, trained, model, splits)
+    write_json(out_dir / EVAL_FILE, metrics)
+    preview_images(model, splits["val"], out_dir / IMAGES_DIR)
+    as_arrays = {context: splits[split].flatten(1).cpu().numpy() for split, context in CONTEXTS}
+    tracking.record_evaluation(params, run_id, key, metrics, out_dir, trained["epochs"], as_arrays)
+    return metrics
 
 
-def evaluate_sweep(params: Params, variants: list[Variant] | None = None) -> list[dict]:
-    """Evaluate variants in one process (torch is imported once), attach metrics and grids to
-    their MLflow runs, and write the key metrics of all of them to `paths.evaluation_metrics`."""
-    from vaeops import tracking
-
+def evaluate_sweep(params: Params, variants: list[Variant]) -> list[dict]:
+    """Evaluate variants in one process (torch is imported once); their metrics."""
     device = resolve_device(params.train.device)
     splits = {
         name: load_split(params.paths.splits, name, device).images for name in ("val", "test")
     }
-    tracking.configure_tracking()
-    results = []
-    for variant in variants or sweep_variants(params):
-        metrics = evaluate_variant(params, variant, splits)
-        trained = read_json(variant.train_dir(params) / TRAIN_FILE)
-        tracking.record_evaluation(
-            trained["run_id"], metrics, variant.eval_dir(params) / IMAGES_DIR, trained["epochs"]
-        )
-        results.append(metrics)
-    summary = {
-        row["variant"]: {key: row.get(key) for key in ("diverged", *KEY_METRICS)} for row in results
-    }
-    write_json(params.paths.evaluation_metrics, summary)
-    return results
+    tracking.configure_tracking(params.root)
+    return [evaluate_variant(params, variant, splits) for variant in variants]

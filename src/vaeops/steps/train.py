@@ -1,66 +1,63 @@
-"""The train step: the sweep's variants in one process, each tracked as a child run of the sweep.
+"""The train step: every variant of the sweep, each a child run of the study in MLflow.
 
-One process for the whole sweep, not one per variant: a training process pays about 6 s of
-start-up (importing torch and mlflow, opening the MLflow store) against a few seconds of fitting
-per variant, so per-variant processes spent more time starting than training
-(benchmarks/README.md).
+Incremental: a variant's run stores its outputs folder, keyed by the variant's identity
+(`vaeops.identity`), so a variant already trained with the same settings, data and code is
+restored from its run instead of trained again. Adding an activation or a seed to the sweep
+trains only the new variants; changing a shared setting (data, prepare, model, train) or the
+train step's code changes every identity and trains them all.
+
+One process for the whole sweep, not one per variant: a process pays seconds of start-up
+(importing torch and mlflow, opening the store) against a few seconds of fitting per variant.
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
 from pathlib import Path
 
-from vaeops.checkpoints import save_model
+from vaeops import tracking
+from vaeops.checkpoints import WEIGHTS_FILE, save_model
 from vaeops.config import Params
 from vaeops.data.splits import load_split
+from vaeops.data.versioning import verify_data
+from vaeops.identity import file_sha256, study_key, variant_identity
 from vaeops.models import Autoencoder, build_model
 from vaeops.models.autoencoder import parameter_count
-from vaeops.outputs import HISTORY_FILE, TRAIN_FILE, write_history, write_json
+from vaeops.outputs import HISTORY_FILE, TRAIN_FILE, read_json, write_history, write_json
 from vaeops.training import FitResult, fit, load_checkpoint, resolve_device, seed_everything
 from vaeops.variants import Variant
 
-
-def checkpoint_path(params: Params, variant: Variant) -> Path:
-    """Resume state keyed by everything that defines the run, so a changed config starts fresh."""
-    defining = params.model_dump_json(include={"model", "train", "prepare"}) + variant.name
-    digest = hashlib.sha256(defining.encode()).hexdigest()[:12]
-    return params.paths.checkpoints / f"{variant.name}-{digest}.pt"
+ENTRY_POINT = "vaeops train"
 
 
-def train_summary(variant: Variant, result: FitResult, model: Autoencoder, run_id: str) -> dict:
+def checkpoint_path(params: Params, identity: str) -> Path:
+    """Resume state keyed by the variant's identity, so a changed config starts afresh."""
+    return params.paths.checkpoints / f"{identity[:16]}.pt"
+
+
+def train_summary(variant: Variant, identity: str, result: FitResult, model: Autoencoder) -> dict:
+    """The variant's train.json: what was trained and how it ended (no timings: DVC tracks it,
+    and the same computation must give the same bytes)."""
     return {
         "variant": variant.name,
         "kind": variant.kind,
         "activation": variant.activation,
         "seed": variant.seed,
-        "run_id": run_id,
+        "identity": identity,
         "diverged": result.diverged,
         "failure_reason": result.reason,
         "epochs": len(result.history),
         "parameters": parameter_count(model),
-        "train_seconds": result.seconds,
         **{key: value for key, value in result.final.items() if key != "epoch"},
     }
 
 
-def train_variant(
-    params: Params,
-    variant: Variant,
-    parent_run_id: str | None = None,
-    keep_checkpoint: bool = False,
-) -> dict:
-    """Train one variant, track it as a child run of the sweep, and write its outputs folder.
+def fit_variant(params: Params, variant: Variant, identity: str, study_run_id: str) -> dict:
+    """Train one variant in its own MLflow run, write its outputs folder and store it there.
 
-    A diverged variant still writes its outputs (marked diverged) and ends its run FAILED, so the
-    rest of the sweep goes on; any other error also marks the run FAILED and is re-raised.
-    The resume checkpoint is deleted once the variant is done, unless `keep_checkpoint`: then a
-    later call finds every epoch done and only rewrites the outputs.
+    A diverged variant still writes and stores its outputs (marked diverged) and ends its run
+    FAILED, so the rest of the sweep goes on; any other error also marks the run FAILED and is
+    re-raised. An interrupted fit resumes from its last finished epoch, in the same run.
     """
-    from vaeops import tracking
-
-    started = time.perf_counter()
     out_dir = variant.train_dir(params)
     device = resolve_device(params.train.device)
     train_split = load_split(params.paths.splits, "train", device)
@@ -68,13 +65,20 @@ def train_variant(
     seed_everything(variant.seed)
     spec = variant.model_spec(params.model, tuple(train_split.images.shape[1:]))
     model = build_model(spec).to(device)
-
-    resume_from = checkpoint_path(params, variant)
+    resume_from = checkpoint_path(params, identity)
     resumed = load_checkpoint(resume_from)
-    tracking.configure_tracking()
-    parent = parent_run_id or tracking.sweep_parent_run(params)
-    run = tracking.start_variant_run(params, variant, parent, resumed and resumed["run_id"])
+    run = tracking.start_variant_run(
+        params, variant, identity, study_run_id, resumed and resumed["run_id"]
+    )
     try:
+        if resumed is None:
+            tracking.log_datasets(
+                params,
+                {
+                    "train": train_split.images.flatten(1).cpu().numpy(),
+                    "validation": val_split.images.flatten(1).cpu().numpy(),
+                },
+            )
         result = fit(
             model,
             train_split.images,
@@ -87,40 +91,44 @@ def train_variant(
         )
         if not model.is_variational:
             model.fit_code_distribution(train_split.images)
-        model = model.cpu()
-        save_model(model, out_dir)
+        save_model(model.cpu(), out_dir)
         write_history(out_dir / HISTORY_FILE, result.history)
-        summary = train_summary(variant, result, model, run.info.run_id)
-        summary["compute_seconds"] = time.perf_counter() - started
+        summary = train_summary(variant, identity, result, model)
         write_json(out_dir / TRAIN_FILE, summary)
+        tracking.log_final_metrics({"train_seconds": result.seconds})
+        tracking.store_variant(out_dir, file_sha256(out_dir / WEIGHTS_FILE))
         if result.diverged:
             tracking.mark_failed(f"diverged at {result.reason}")
         else:
-            # the final train/ and val/ values are already the last points of the epoch curves
-            tracking.log_final_metrics({"train_seconds": summary["train_seconds"]})
             tracking.end_run()
     except BaseException as error:
         tracking.mark_failed(f"{type(error).__name__}: {error}")
         raise
-    if not keep_checkpoint:
-        resume_from.unlink(missing_ok=True)
+    resume_from.unlink(missing_ok=True)
     return summary
 
 
+def train_variant(params: Params, variant: Variant, study_run_id: str) -> dict:
+    """The variant's outputs folder: restored from the store if this identity was trained
+    before, else trained now. Returns its train.json and whether it was restored."""
+    identity = variant_identity(params, variant)
+    stored = tracking.find_stored_variant(params, identity)
+    if stored is None:
+        return fit_variant(params, variant, identity, study_run_id) | {"restored": False}
+    tracking.restore_variant(stored.info.run_id, variant.train_dir(params))
+    return read_json(variant.train_dir(params) / TRAIN_FILE) | {"restored": True}
+
+
+def open_study(params: Params) -> str:
+    """Check the data against its .dvc file, then find or start the study run; its id."""
+    verify_data(params.paths.data, params.paths.data_dvc, params.root)
+    tracking.configure_tracking(params.root)
+    return tracking.study_run(params, study_key(params), ENTRY_POINT)
+
+
 def train_sweep(params: Params, variants: list[Variant]) -> list[dict]:
-    """Train `variants` one after another under the sweep's parent run; their summaries.
-
-    Each finished variant keeps its checkpoint until all are done: DVC clears the stage's outputs
-    before rerunning it, so after an interrupt or an error a rerun restores the finished variants
-    from their checkpoints in seconds and trains only the rest.
-    """
-    from vaeops import tracking
-
-    tracking.configure_tracking()
-    parent = tracking.sweep_parent_run(params)
-    summaries = [
-        train_variant(params, variant, parent, keep_checkpoint=True) for variant in variants
-    ]
-    for variant in variants:
-        checkpoint_path(params, variant).unlink(missing_ok=True)
+    """Train (or restore) `variants` one after another under the study run; their summaries."""
+    study_run_id = open_study(params)
+    summaries = [train_variant(params, variant, study_run_id) for variant in variants]
+    tracking.close_study_run(study_run_id)
     return summaries

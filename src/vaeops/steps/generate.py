@@ -7,7 +7,6 @@ what others get.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -113,15 +112,16 @@ def model_version_tags(model_uri: str) -> dict[str, str]:
     """Which registered version the job used (aliases move, so record the number)."""
     from mlflow.tracking import MlflowClient
 
-    from vaeops.registry import resolve_version
+    from vaeops.registry import is_registry_uri, resolve_version
+    from vaeops.tracking import Tag
 
-    tags = {"vaeops.model_uri": model_uri}
-    if model_uri.startswith("models:/") and "/m-" not in model_uri:
+    tags = {Tag.MODEL_URI: model_uri}
+    if is_registry_uri(model_uri):
         version = resolve_version(MlflowClient(), model_uri)
         tags |= {
-            "vaeops.model_name": version.name,
-            "vaeops.model_version": str(version.version),
-            "vaeops.variant": version.tags.get("vaeops.variant", ""),
+            Tag.MODEL_NAME: version.name,
+            Tag.MODEL_VERSION: str(version.version),
+            Tag.VARIANT: version.tags.get(Tag.VARIANT, ""),
         }
     return tags
 
@@ -139,9 +139,8 @@ def generate_batch(
     from vaeops import tracking
     from vaeops.data.splits import load_split
 
-    started = time.perf_counter()
     config = params.generate
-    tracking.configure_tracking()
+    tracking.configure_tracking(params.root)
     tags = model_version_tags(model_uri)
     model = mlflow.pyfunc.load_model(model_uri)
     test = load_split(params.paths.splits, "test")
@@ -174,7 +173,7 @@ def generate_batch(
     np.savez_compressed(arrays_path, **arrays)
     # An explicit experiment id, not set_experiment: the process-wide default must not change
     # under later steps that run in the same process (the Prefect flow).
-    batch = tracking.experiment_id(BATCH_EXPERIMENT)
+    batch = tracking.experiment_id(BATCH_EXPERIMENT, params.root)
     with mlflow.start_run(experiment_id=batch, run_name="generate", tags=tags) as run:
         mlflow.log_params({"n_inputs": len(inputs), "n_samples": len(arrays["samples"])})
         for path in [*grids.values(), arrays_path]:
@@ -184,5 +183,4 @@ def generate_batch(
         "arrays": str(arrays_path),
         "run_id": run.info.run_id,
         **tags,
-        "compute_seconds": time.perf_counter() - started,
     }

@@ -1,16 +1,22 @@
-"""The summary step: leaderboard, comparison across activations, and the study report."""
+"""The summarize step: leaderboard, comparison across activations, and the study report.
+
+Headline figures go to `metrics/study.json` (what `dvc exp show` lists: the best config, its
+mean and spread, one figure per config); every variant's key figures to `metrics/variants.json`
+(`dvc metrics show metrics/variants.json` on demand). Both are versioned by git, beside the plot
+data in `plots/`, and hold no timings, so the same computation gives the same bytes.
+"""
 
 from __future__ import annotations
 
 import csv
 import statistics
-import time
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
 from vaeops.config import Params
-from vaeops.leaderboard import ConfigScore, aggregate, leaderboard_rows
+from vaeops.identity import study_key
+from vaeops.leaderboard import KEY_METRICS, ConfigScore, aggregate, leaderboard_rows
 from vaeops.outputs import HISTORY_FILE, write_json
 from vaeops.variants import sweep_variants
 
@@ -33,7 +39,6 @@ LEADERBOARD_COLUMNS = (
     "test/reconstruction",
     "parameters",
     "epochs",
-    "train_seconds",
 )
 
 
@@ -106,49 +111,57 @@ def markdown_report(scores: list[ConfigScore], rows: list[dict], metric: str) ->
     return "\n".join(lines) + "\n"
 
 
-def log_to_sweep(params: Params, files: list[Path]) -> None:
+def log_to_study_run(params: Params, files: list[Path]) -> None:
     from vaeops import tracking
 
-    tracking.configure_tracking()
-    tracking.log_artifacts_to_run(tracking.sweep_parent_run(params), files, "summary")
+    tracking.configure_tracking(params.root)
+    run_id = tracking.study_run(params, study_key(params), "vaeops summarize")
+    tracking.log_artifacts_to_run(run_id, files, "summary")
+    tracking.close_study_run(run_id)
+
+
+def headline(scores: list[ConfigScore], rows: list[dict], metric: str) -> dict:
+    """What `dvc exp show` lists first: the best config, its mean and spread, each config's."""
+    best = scores[0] if scores else None
+    return {
+        "metric": metric,
+        "best": {
+            "config": best.config if best else None,
+            "mean": best.mean if best else None,
+            "std": best.std if best else None,
+        },
+        "per_config": {score.config: score.mean for score in scores},
+        "variants": len(rows),
+        "diverged": sum(row["diverged"] for row in rows),
+    }
 
 
 def summarize(params: Params) -> dict:
-    started = time.perf_counter()
+    """Write the leaderboard, plots data, headline and per-variant metrics, and the report."""
     metric = params.promote.metric
     rows = leaderboard_rows(params)
     scores = aggregate(rows, metric)
-    out = params.paths.summary
-    out.mkdir(parents=True, exist_ok=True)
+    out, plots, metrics = params.paths.summary, params.paths.plots, params.paths.metrics
+    for folder in (out, plots, metrics):
+        folder.mkdir(parents=True, exist_ok=True)
     write_csv(out / "leaderboard.csv", rows, LEADERBOARD_COLUMNS)
+    (out / "report.md").write_text(markdown_report(scores, rows, metric))
+    if scores:
+        plot_comparison(scores, metric, out / "comparison.png")
     write_csv(
-        out / "comparison.csv",
+        plots / "comparison.csv",
         [asdict(score) for score in scores],
         ("config", "kind", "activation", "mean", "std", "seeds", "diverged", "best_variant"),
     )
     write_csv(
-        out / "learning_curves.csv", learning_curves(params), ("config", "epoch", "val/neg_elbo")
+        plots / "learning_curves.csv", learning_curves(params), ("config", "epoch", "val/neg_elbo")
     )
-    (out / "report.md").write_text(markdown_report(scores, rows, metric))
-    if scores:
-        plot_comparison(scores, metric, out / "comparison.png")
-    best = scores[0] if scores else None
+    study = headline(scores, rows, metric)
+    write_json(metrics / "study.json", study)
     write_json(
-        out / "leaderboard.json",
-        {
-            "metric": metric,
-            "best_config": best.config if best else None,
-            "best_mean": best.mean if best else None,
-            "variants": len(rows),
-            "diverged": sum(row["diverged"] for row in rows),
-            "configs": {s.config: {"mean": s.mean, "std": s.std} for s in scores},
-        },
+        metrics / "variants.json",
+        {row["variant"]: {key: row.get(key) for key in ("diverged", *KEY_METRICS)} for row in rows},
     )
     files = sorted(path for path in out.iterdir() if path.is_file())
-    log_to_sweep(params, files)
-    return {
-        "leaderboard": out / "leaderboard.csv",
-        "report": out / "report.md",
-        "best_config": best.config if best else None,
-        "compute_seconds": time.perf_counter() - started,
-    }
+    log_to_study_run(params, files)
+    return {"leaderboard": str(out / "leaderboard.csv"), "report": str(out / "report.md")} | study

@@ -1,0 +1,121 @@
+"""The promote step: register the sweep's variants and promote the best activation config.
+
+The champion is re-evaluated here, on the current validation split with the evaluate step's own
+scoring (same code, seed and k), and the figure is handed to the registry's decision.
+"""
+
+from __future__ import annotations
+
+from mlflow.tracking import MlflowClient
+
+from vaeops import registry, tracking
+from vaeops.checkpoints import SPEC_FILE, WEIGHTS_FILE, read_model
+from vaeops.config import Params
+from vaeops.data.splits import load_split
+from vaeops.identity import study_key
+from vaeops.leaderboard import aggregate, leaderboard_rows
+from vaeops.outputs import write_json
+from vaeops.steps.evaluate import seeded_split_metrics
+from vaeops.variants import Variant
+
+ENTRY_POINT = "vaeops promote"
+
+
+def reevaluate(params: Params, version) -> float:
+    """The champion's promotion metric on the current validation split."""
+    local = registry.download_version(version)
+    spec = next(local.rglob(SPEC_FILE))
+    model = read_model(spec, spec.with_name(WEIGHTS_FILE))
+    images = load_split(params.paths.splits, "val").images
+    value = seeded_split_metrics(params, model, images)[params.promote.metric.removeprefix("val/")]
+    if value is None:
+        raise registry.RegistryError(
+            f"champion {version.name}/{version.version} has no {params.promote.metric} "
+            f"(kind {version.tags.get(tracking.Tag.KIND)}); choose another promote.metric"
+        )
+    return float(value)
+
+
+def register_sweep(params: Params, rows: list[dict], sweep_run_id: str) -> dict[str, object]:
+    """Every non-diverged variant as a version of the registered model; variant -> version."""
+    client = MlflowClient()
+    name = params.promote.registered_model
+    registry.ensure_registered_model(client, name)
+    example = load_split(params.paths.splits, "val").images[:2].flatten(1).numpy()
+    data_version = tracking.data_version(params)
+    versions = {}
+    for row in rows:
+        if row["diverged"]:
+            continue
+        variant = Variant(row["kind"], row["activation"], row["seed"])
+        versions[row["variant"]] = registry.register_variant(
+            client,
+            name,
+            row,
+            tracking.variant_run_id(params, row["identity"]),
+            variant.train_dir(params),
+            example,
+            registry.version_tags(row, sweep_run_id, data_version),
+        )
+    return versions
+
+
+def promotion_metrics(decision: registry.Decision, best) -> dict:
+    """`metrics/promotion.json`: the decision and the champion after it, no timestamps."""
+    promoted = decision.decision == "promoted"
+    return {
+        "decision": decision.decision,
+        "reason": decision.reason,
+        "metric": decision.metric,
+        "candidate": {
+            "variant": decision.candidate_variant,
+            "version": int(decision.candidate_version),
+            "value": decision.candidate_metric,
+            "config_mean": best.mean,
+            "config_std": best.std,
+        },
+        "champion": {
+            "version": int(
+                decision.candidate_version if promoted else decision.champion_version or 0
+            ),
+            "value": decision.candidate_metric if promoted else decision.champion_metric,
+        },
+    }
+
+
+def promote(params: Params) -> dict:
+    """Register the sweep, choose the best activation config on validation, promote or keep."""
+    tracking.configure_tracking(params.root)
+    rows = leaderboard_rows(params)
+    scores = aggregate(rows, params.promote.metric)
+    if not scores:
+        raise registry.RegistryError(
+            f"no variant has {params.promote.metric} (all diverged?); nothing to promote"
+        )
+    sweep_run_id = tracking.study_run(params, study_key(params), ENTRY_POINT)
+    versions = register_sweep(params, rows, sweep_run_id)
+    client = MlflowClient()
+    name = params.promote.registered_model
+    best = scores[0]
+    candidate = versions[best.best_variant]
+    champion = registry.current_champion(client, name)
+    needs_figure = champion is not None and champion.version != candidate.version
+    decision = registry.decide(
+        best,
+        candidate,
+        champion,
+        reevaluate(params, champion) if needs_figure else None,
+        params.promote.metric,
+        params.promote.min_margin,
+        tracking.data_version(params),
+    )
+    registry.apply_decision(client, name, decision)
+    registry.append_promotion_log(sweep_run_id, decision)
+    tracking.close_study_run(sweep_run_id)
+    summary = promotion_metrics(decision, best)
+    write_json(params.paths.metrics / "promotion.json", summary)
+    return summary | {
+        "registered_model": name,
+        "registered_versions": len(versions),
+        "champion_uri": registry.champion_uri(name),
+    }
