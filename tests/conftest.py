@@ -84,10 +84,10 @@ def tiny_spec():
 def tiny_params_file(tmp_path: Path) -> Path:
     """Write a small but complete `params.yaml` into `tmp_path` and return its Path.
 
-    Every path in it (`paths.*`: data, splits, variants, evaluation, summary, generated,
-    promotion, checkpoints) points under `tmp_path`, so a test can run the whole pipeline
-    (`vaeops data fetch --params ...`, `prepare`, `train`, ...) without touching the repository.
-    Nothing is fetched or created besides the file itself.
+    It has no `paths` section: every default path (data/, outputs/, metrics/, plots/) resolves
+    against the file's folder, `tmp_path`, so a test can run the whole pipeline (`vaeops data
+    fetch --params ...`, `prepare`, `train`, ...) without touching the repository. Nothing is
+    fetched or created besides the file itself.
 
     Contents: dataset mnist-5k; sweep over 2 activations (relu, tanh) x 1 seed (0) plus the
     default AE baseline (relu); train 2 epochs on CPU; model MLP hidden [32], latent 4;
@@ -96,19 +96,7 @@ def tiny_params_file(tmp_path: Path) -> Path:
     """
     from vaeops.config import load_params
 
-    outputs = tmp_path / "outputs"
     params = {
-        "paths": {
-            "data": str(tmp_path / "data"),
-            "splits": str(outputs / "splits.npz"),
-            "variants": str(outputs / "variants"),
-            "evaluation": str(outputs / "evaluation"),
-            "evaluation_metrics": str(outputs / "evaluation.json"),
-            "summary": str(outputs / "summary"),
-            "generated": str(outputs / "generated"),
-            "promotion": str(outputs / "promotion.json"),
-            "checkpoints": str(outputs / "checkpoints"),
-        },
         "data": {"dataset": "mnist-5k"},
         "model": {"architecture": "mlp", "hidden": [32], "latent": 4},
         "train": {"epochs": 2, "device": "cpu"},

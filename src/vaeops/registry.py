@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -24,9 +25,14 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from vaeops.checkpoints import SPEC_FILE, WEIGHTS_FILE
 from vaeops.errors import VaeopsError
 from vaeops.leaderboard import KEY_METRICS, ConfigScore
+from vaeops.provenance import PACKAGE, PACKAGE_DIR, import_closure, module_file
 from vaeops.tracking import Tag
+
+# The models-from-code file MLflow runs to build a loaded model (it imports vaeops.serving).
+MODEL_ENTRY = "vaeops.pyfunc_entry"
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -161,6 +167,48 @@ def find_version_for_run(client: MlflowClient, name: str, run_id: str):
     return found[0] if found else None
 
 
+def carried_code(folder: Path) -> Path:
+    """A copy of the package that holds only what a loaded model runs: the import closure of
+    the models-from-code entry file. The registered model carries this, not the whole package."""
+    package = folder / PACKAGE
+    for name in import_closure(MODEL_ENTRY):
+        source = module_file(name)
+        target = package / source.relative_to(PACKAGE_DIR)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    return package
+
+
+def log_model(model_dir: Path, example: np.ndarray) -> str:
+    """Log the model in `model_dir` to the active run as a pickle-free pyfunc; its model URI."""
+    import torch
+
+    from vaeops.serving import DEFAULT_PARAMS
+
+    example = example.astype(np.float32)
+    signature = mlflow.models.infer_signature(example, example, params=dict(DEFAULT_PARAMS))
+    with tempfile.TemporaryDirectory() as scratch:
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(module_file(MODEL_ENTRY)),
+            code_paths=[str(carried_code(Path(scratch)))],
+            artifacts={
+                "spec": str(model_dir / SPEC_FILE),
+                "weights": str(model_dir / WEIGHTS_FILE),
+            },
+            signature=signature,
+            input_example=example,
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                "safetensors",
+                "numpy",
+                "pydantic",
+                "pyyaml",
+            ],
+        )
+    return info.model_uri
+
+
 def register_variant(
     client: MlflowClient,
     name: str,
@@ -171,13 +219,11 @@ def register_variant(
     tags: dict[str, str],
 ):
     """Log the variant's pyfunc model into its run and register it, once per run."""
-    from vaeops.serving import log_pyfunc_model
-
     existing = find_version_for_run(client, name, run_id)
     if existing is not None:
         return existing
     with mlflow.start_run(run_id=run_id):
-        model_uri = log_pyfunc_model(model_dir, example)
+        model_uri = log_model(model_dir, example)
     weights = client.get_run(run_id).data.tags.get(Tag.WEIGHTS_DIGEST)
     return mlflow.register_model(
         model_uri, name, tags=tags | ({Tag.WEIGHTS_DIGEST: weights} if weights else {})

@@ -1,7 +1,8 @@
 """The MLflow pyfunc flavour of a trained autoencoder: loads without unpickling anything.
 
-The logged model carries this package as code (`code_paths`), its weights as safetensors and its
-spec as JSON; MLflow builds it from `pyfunc_entry.py` (models from code). Input: float32 images
+The logged model carries the modules of this package that this one imports (`code_paths`, see
+`registry.log_model`), its weights as safetensors and its spec as JSON; MLflow builds it from
+`pyfunc_entry.py` (models from code). Input: float32 images
 flattened to (n, C*H*W), intensities in [0, 1]. `params` selects what `predict` returns:
 
     mode="reconstruct" (default)  (n, C*H*W) reconstruction probabilities
@@ -19,7 +20,7 @@ import mlflow.pyfunc
 import numpy as np
 import torch
 
-from vaeops.checkpoints import SPEC_FILE, WEIGHTS_FILE, read_model
+from vaeops.checkpoints import read_model
 
 MODES = ("reconstruct", "encode", "sample", "interpolate")
 DEFAULT_PARAMS = {"mode": "reconstruct", "n_samples": 16, "steps": 10, "seed": 0}
@@ -60,30 +61,3 @@ class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
         else:
             images = torch.sigmoid(self.model(self._images(model_input)).logits)
         return images.flatten(1).numpy()
-
-
-def log_pyfunc_model(model_dir: Path, example: np.ndarray) -> str:
-    """Log the model in `model_dir` to the active run as a pyfunc; returns its model URI."""
-    import vaeops
-
-    entry = Path(vaeops.__file__).parent / "pyfunc_entry.py"
-    example = example.astype(np.float32)
-    signature = mlflow.models.infer_signature(
-        example, example, params={key: value for key, value in DEFAULT_PARAMS.items()}
-    )
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(entry),
-        code_paths=[str(Path(vaeops.__file__).parent)],
-        artifacts={"spec": str(model_dir / SPEC_FILE), "weights": str(model_dir / WEIGHTS_FILE)},
-        signature=signature,
-        input_example=example,
-        pip_requirements=[
-            f"torch=={torch.__version__.split('+')[0]}",
-            "safetensors",
-            "numpy",
-            "pydantic",
-            "pyyaml",
-        ],
-    )
-    return info.model_uri
