@@ -261,8 +261,10 @@ def start_variant_run(
     return run
 
 
-def dataset(params: Params, images: np.ndarray):
-    """An MLflow dataset named after the source, its digest the md5 that data.dvc records."""
+def dataset(params: Params, images: np.ndarray, split: str):
+    """An MLflow dataset named after the source and split (`mnist-5k/train`), its digest the
+    md5 that data.dvc records. The split is in the name because MLflow records a dataset (name,
+    digest) once per run, whatever the context of a second input."""
     with warnings.catch_warnings():
         # MLflow 3.17 registers its local-file source class twice and warns that a path is
         # ambiguous between the two identical interpretations.
@@ -270,7 +272,7 @@ def dataset(params: Params, images: np.ndarray):
         return mlflow.data.from_numpy(
             images,
             source=str(params.paths.data),
-            name=params.data.dataset,
+            name=f"{params.data.dataset}/{split}",
             digest=data_version(params)[:36],
         )
 
@@ -279,7 +281,7 @@ def log_datasets(params: Params, splits: dict[str, np.ndarray]) -> None:
     """Record on the active run which data it saw, one input per split context
     (train / validation / test): the MLflow UI's Datasets column."""
     for context, images in splits.items():
-        mlflow.log_input(dataset(params, images), context=context)
+        mlflow.log_input(dataset(params, images, context), context=context)
 
 
 def log_epoch(epoch: int, metrics: dict[str, float]) -> None:

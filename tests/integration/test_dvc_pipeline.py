@@ -1,4 +1,8 @@
-"""A real `dvc repro` of the whole pipeline on a tiny params file in a temporary git repo."""
+"""A real `dvc repro` of the whole pipeline on a tiny params file in a temporary git repo, and the
+researcher's loop around it: edit -> `dvc repro` / `dvc exp run` -> compare.
+
+The tests share one project and run in file order; each leaves it committed and up to date.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,28 +30,75 @@ TINY = {
     "generate": {"n_samples": 16, "interpolation_pairs": 2},
 }
 VARIANTS = {"vae-relu-s0", "vae-tanh-s0", "ae-relu-s0"}
+STAGES = {"prepare", "train", "evaluate", "summarize", "promote", "generate"}
 
 
-def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def environment(project: Path) -> dict[str, str]:
+    # the project copy's own code, whatever the venv's editable install points at
+    env = os.environ | {
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(project / "src"),
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run(command: list[str], cwd: Path, project: Path | None = None, check: bool = True):
     result = subprocess.run(
         command,
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=900,
-        # the project copy's own code, whatever the venv's editable install points at
-        env=os.environ
-        | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd / "src")},
+        env=environment(project or cwd),
     )
-    assert result.returncode == 0, (
-        f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    )
+    if check:
+        assert result.returncode == 0, (
+            f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
+
+
+def commit(project: Path, message: str) -> None:
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], project)
+
+
+def edit_params(project: Path, section: str, **values) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params[section] |= values
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stages_run(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def stale_stages(project: Path) -> set[str]:
+    status = json.loads(run(["dvc", "status", "--json"], project).stdout)
+    return {name.removeprefix("dvc.yaml:") for name in status}
+
+
+def mlflow_client(project: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{project / 'mlruns/mlflow.db'}")
+
+
+def study_runs(project: Path) -> list:
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name("vae-activation-study")
+    return client.search_runs([experiment.experiment_id])
+
+
+def registered_versions(project: Path) -> list:
+    return mlflow_client(project).search_model_versions("name='vae-mnist'")
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A fresh git + DVC project: the repo's pipeline and code, a tiny params file, the 5k data."""
+    """A fresh git + DVC project: the repo's pipeline and code, a tiny params file, the 5k data,
+    committed and reproduced once."""
     root = tmp_path_factory.mktemp("project")
     for name in ("src", ".dvc", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
         source = REPO / name
@@ -62,14 +114,10 @@ def project(tmp_path_factory) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
     run(["vaeops", "data", "fetch"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], root)
+    commit(root, "init")
     run(["dvc", "repro"], root)
+    commit(root, "study")
     return root
-
-
-def stages_run(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
 def test_repro_writes_a_leaderboard_of_every_variant(project):
@@ -80,63 +128,211 @@ def test_repro_writes_a_leaderboard_of_every_variant(project):
         assert float(row["val/reconstruction"]) > 0
         if row["kind"] == "vae":
             assert float(row["val/iwae_nll"]) <= float(row["val/neg_elbo"]) + 1.0
-    board = json.loads((project / "outputs/summary/leaderboard.json").read_text())
-    assert board["best_config"] in {"vae-relu", "vae-tanh"}
-    assert json.loads((project / "outputs/promotion.json").read_text())["decision"] == "promoted"
+    study = json.loads((project / "metrics/study.json").read_text())
+    assert study["best"]["config"] in {"vae-relu", "vae-tanh"}
+    assert set(study["per_config"]) == {"vae-relu", "vae-tanh"}
+    promotion = json.loads((project / "metrics/promotion.json").read_text())
+    assert promotion["decision"] == "promoted"
+    assert promotion["champion"]["version"] == promotion["candidate"]["version"]
     for image in ("reconstructions.png", "samples.png", "interpolations.png"):
         assert (project / "outputs/generated" / image).stat().st_size > 0
+
+
+def test_lock_metrics_and_plots_are_versioned_by_git_and_hold_no_timings(project):
+    tracked = set(run(["git", "ls-files"], project).stdout.split())
+    assert {
+        "dvc.lock",
+        "metrics/study.json",
+        "metrics/promotion.json",
+        "metrics/variants.json",
+    } <= (tracked)
+    assert {"plots/comparison.csv", "plots/learning_curves.csv"} <= tracked
+    for path in [*(project / "metrics").iterdir(), *(project / "outputs/variants").rglob("*.json")]:
+        assert "seconds" not in path.read_text(), path
 
 
 def test_metrics_and_plots_show_the_study(project):
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     files = next(iter(metrics.values()))["data"]
-    assert "vae-relu-s0" in files["outputs/evaluation.json"]["data"]
-    assert files["outputs/summary/leaderboard.json"]["data"]["variants"] == 3
+    assert set(files) == {"metrics/study.json", "metrics/promotion.json"}  # headline only
+    assert files["metrics/study.json"]["data"]["variants"] == 3
+    detail = json.loads(
+        run(["dvc", "metrics", "show", "--json", "metrics/variants.json"], project).stdout
+    )
+    assert "vae-relu-s0" in next(iter(detail.values()))["data"]["metrics/variants.json"]["data"]
     plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
     assert not plots.get("errors")
-    curves = plots["data"]["outputs/summary/learning_curves.csv"][0]["content"]
+    curves = plots["data"]["plots/learning_curves.csv"][0]["content"]
     assert {point["config"] for point in curves["data"]["values"]} == {"vae-relu", "vae-tanh"}
     assert curves["encoding"]["color"]["field"] == "config"  # one line per config
-    run(["dvc", "plots", "show", "-o", "plots"], project)
-    assert (project / "plots/index.html").stat().st_size > 0
 
 
-def test_mlflow_has_one_parent_with_a_child_per_variant(project):
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{project / 'mlruns/mlflow.db'}")
-    experiment = client.get_experiment_by_name("vae-activation-study")
-    runs = client.search_runs([experiment.experiment_id])
+def test_mlflow_has_one_study_run_with_a_child_per_variant(project):
+    runs = study_runs(project)
     parents = [run for run in runs if run.data.tags.get("vaeops.role") == "sweep"]
     children = [run for run in runs if run.data.tags.get("vaeops.role") == "variant"]
     assert len(parents) == 1
+    assert parents[0].info.end_time - parents[0].info.start_time > 1000  # spans the pipeline
     assert {child.data.tags["vaeops.variant"] for child in children} == VARIANTS
     data_md5 = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
-    commit = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    commit_of_run = run(["git", "rev-parse", "HEAD~1"], project).stdout.strip()
+    client = mlflow_client(project)
     for child in children:
         tags = child.data.tags
         assert tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert tags["vaeops.data_version"] == data_md5
-        assert tags["vaeops.git_commit"] == commit
+        assert tags["mlflow.source.git.commit"] == commit_of_run
+        assert tags["mlflow.source.name"] == "vaeops train"
         assert child.info.status == "FINISHED"
         assert "val/reconstruction" in child.data.metrics
         history = client.get_metric_history(child.info.run_id, "train/loss")
         assert [point.step for point in history] == [1, 2]
-        images = {item.path for item in client.list_artifacts(child.info.run_id, "images")}
-        assert images == {"images/reconstructions.png", "images/samples.png"}
-    assert mlflow.get_tracking_uri()  # the test itself left the global URI alone
+        inputs = {
+            (item.dataset.name, item.dataset.digest, item.tags[0].value)
+            for item in child.inputs.dataset_inputs
+        }
+        contexts = ("train", "validation", "test")
+        assert inputs == {(f"mnist-5k/{context}", data_md5, context) for context in contexts}
 
 
 def test_second_repro_does_nothing_and_one_param_reruns_only_its_dependents(project):
     again = run(["dvc", "repro"], project)
     assert stages_run(again.stdout) == set()
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["evaluate"]["iwae_samples"] = 9
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    changed = run(["dvc", "repro"], project)
-    assert "evaluate" in stages_run(changed.stdout)
-    assert not any(stage.startswith("train") for stage in stages_run(changed.stdout))
+    edit_params(project, "evaluate", iwae_samples=9)
+    changed = stages_run(run(["dvc", "repro"], project).stdout)
+    assert "evaluate" in changed
+    assert "train" not in changed
+    commit(project, "iwae 9")
+
+
+@pytest.mark.parametrize(
+    ("module", "importers"),
+    [
+        ("data/splits.py", STAGES - {"summarize"}),
+        ("training.py", {"train", "evaluate", "promote"}),
+        ("steps/summarize.py", {"summarize"}),
+    ],
+)
+def test_editing_a_library_module_makes_exactly_its_importers_stale(project, module, importers):
+    path = project / "src/vaeops" / module
+    original = path.read_text()
+    path.write_text(original + "\n# an edit\n")
+    try:
+        assert stale_stages(project) == importers
+    finally:
+        path.write_text(original)
+    assert stale_stages(project) == set()
+
+
+def test_adding_an_activation_trains_and_registers_only_its_variant(project):
+    before = {run.info.run_name: run.info.run_id for run in study_runs(project)}
+    versions_before = len(registered_versions(project))
+    weights = (project / "outputs/variants/vae-relu-s0/model.safetensors").read_bytes()
+    edit_params(project, "sweep", activations=["relu", "tanh", "gelu"])
+    output = run(["dvc", "repro"], project).stdout
+    assert "1 variants trained, 3 restored from the store" in output
+    after = {run.info.run_name: run.info.run_id for run in study_runs(project)}
+    assert set(after) - set(before) == {"vae-gelu-s0"}  # and no new study run
+    assert {name: after[name] for name in before} == before
+    assert len(registered_versions(project)) == versions_before + 1
+    assert (project / "outputs/variants/vae-relu-s0/model.safetensors").read_bytes() == weights
+    commit(project, "gelu")
+
+
+def test_a_misspelt_section_fails_repro_with_the_key_named_before_training(project):
+    (project / "params.yaml").write_text(
+        (project / "params.yaml").read_text() + "trian:\n  epochs: 3\n"
+    )
+    try:
+        failed = run(["dvc", "repro"], project, check=False)
+        assert failed.returncode != 0
+        assert "unknown key 'trian'; valid keys here: paths, data, prepare" in failed.stderr
+        assert stages_run(failed.stdout) == {"prepare"}
+    finally:
+        run(["git", "checkout", "params.yaml"], project)
+
+
+def test_data_that_differs_from_data_dvc_is_refused(project):
+    labels = project / "data/labels-idx1-ubyte"
+    original = labels.read_bytes()
+    labels.write_bytes(original[:-1] + bytes([(original[-1] + 1) % 10]))
+    recorded = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
+    try:
+        failed = run(["vaeops", "train"], project, check=False)
+        assert failed.returncode == 2
+        (line,) = failed.stderr.strip().splitlines()
+        assert recorded in line and "data.dvc records" in line
+    finally:
+        labels.write_bytes(original)
+
+
+def test_commands_work_from_a_subfolder_and_create_nothing_outside(project, tmp_path):
+    subfolder = project / "outputs/variants"
+    where = run(["vaeops", "where"], subfolder, project)
+    assert str(project / "metrics") in where.stdout
+    assert "?workflowType=machine_learning" in where.stdout
+    pulled = tmp_path / "champion"
+    run(["vaeops", "pull", "models:/vae-mnist@champion", "--out", str(pulled)], subfolder, project)
+    assert (pulled / "MLmodel").is_file() or any(pulled.rglob("MLmodel"))
+    assert not (subfolder / "mlruns").exists()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    for command in (["vaeops", "where"], ["vaeops", "pull", "models:/vae-mnist@champion"]):
+        failed = run(
+            [*command, "--out", "x"] if "pull" in command else command, outside, check=False
+        )
+        assert failed.returncode == 2
+        assert "not inside a vaeops project" in failed.stderr
+    assert list(outside.iterdir()) == []
+
+
+def test_an_experiment_is_shown_diffed_and_applied_beside_head(project):
+    run(["dvc", "exp", "run", "-n", "short", "-S", "train.epochs=1"], project)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    head = next(row for row in shown if row["rev"] != "workspace")
+    experiments = {exp["name"]: exp for exp in head["experiments"] or []}
+    assert "short" in experiments
+    for revision in (head["data"], experiments["short"]["revs"][0]["data"]):
+        study = revision["metrics"]["metrics/study.json"]["data"]
+        assert study["best"]["mean"] > 0
+        assert "train" in revision["params"]["params.yaml"]["data"]
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "short", "--json"], project).stdout)
+    assert "metrics/study.json" in diff
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "short", "--json"], project).stdout)
+    assert not plots.get("errors")
+    run(["dvc", "exp", "apply", "short"], project)
+    applied = json.loads((project / "metrics/study.json").read_text())
+    assert (
+        applied == experiments["short"]["revs"][0]["data"]["metrics"]["metrics/study.json"]["data"]
+    )
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["epochs"] == 1
+    run(["git", "checkout", "."], project)
+    run(["dvc", "checkout"], project)
+
+
+def test_queued_experiments_land_in_the_same_mlflow_store(project):
+    for epochs in (3, 4):
+        queue = ["dvc", "exp", "run", "--queue", "-n", f"ep{epochs}"]
+        run([*queue, "-S", f"train.epochs={epochs}"], project)
+    run(["dvc", "queue", "start"], project)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert status.count("Success") >= 2, status
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    names = {exp["name"] for row in shown for exp in row.get("experiments") or []}
+    assert {"ep3", "ep4"} <= names
+    baseline = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    tagged = {
+        (run.data.tags.get("vaeops.dvc_experiment"), run.data.tags.get("vaeops.dvc_baseline_rev"))
+        for run in study_runs(project)
+        if run.data.tags.get("vaeops.role") == "variant"
+    }
+    assert {("ep3", baseline), ("ep4", baseline)} <= tagged
+    assert not list((project / ".dvc/tmp/exps").rglob("mlflow.db"))
 
 
 def test_data_is_versioned_and_round_trips_through_the_remote(project):
