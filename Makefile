@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/pytest
 
 test-fast: setup
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m "not integration and not bench"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -18,7 +18,7 @@ from torch import nn
 from vaeops.models import Autoencoder
 from vaeops.models.activations import ACTIVATIONS
 from vaeops.objectives import loss_terms, softplus
-from vaeops.training import keep_freed_memory, mean_loss_terms
+from vaeops.training import mean_loss_terms
 
 LOG_2PI = math.log(2 * math.pi)
 # Codes whose noise is drawn at once by the IWAE estimate: samples x images <= this. It fixes the
@@ -63,7 +63,6 @@ def iwae_log_likelihood(model: Autoencoder, images: torch.Tensor, samples: int) 
     Batched over samples and images: the noise of each chunk is drawn in one call and decoded in
     blocks of about `IWAE_ROWS_PER_BLOCK_CPU` codes (the whole chunk on an accelerator).
     """
-    keep_freed_memory()
     model.eval()
     chunk = max(1, IWAE_DECODES_PER_CHUNK // samples)
     log_likelihoods = []

@@ -2,19 +2,15 @@
 
 The whole training split lives in one tensor; each epoch is a seeded permutation cut into
 batches, so there is no DataLoader, no per-sample transform and no worker process to start.
-Adam runs as torch's fused kernel (one pass over the parameters per step) without torch.optim, so
-the process never imports torch._dynamo (see `FusedAdam`); on an accelerator the divergence guard
-reads the losses every `GUARD_INTERVAL` batches instead of synchronizing the device each batch.
-`vaeops bench train` measures this loop (benchmarks/README.md).
+Adam runs as torch's fused kernel (one pass over the parameters per step); on an accelerator the
+divergence guard reads the losses every `GUARD_INTERVAL` batches instead of synchronizing the
+device each batch. `python -m benchmarks train` measures this loop (benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import math
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,10 +26,8 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 # Batches between reads of the loss on an accelerator: each read waits for the device to drain its
 # queue of kernels. On CPU a read is free and every batch is checked before its update.
 GUARD_INTERVAL = 32
-# glibc's mallopt parameters (malloc.h) and the values `keep_freed_memory` gives them.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's maximum: every tensor below it comes from the heap
-TRIM_THRESHOLD_BYTES = 1 << 30
+# Devices where torch.optim.Adam has a fused kernel; elsewhere it runs its default for-each path.
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -58,22 +52,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device is 'cuda' but no GPU is visible; use 'auto' or 'cpu'")
     return torch.device(device)
-
-
-@functools.cache
-def keep_freed_memory() -> None:
-    """Let glibc's malloc keep freed tensors for reuse instead of handing them back to the OS.
-
-    By default glibc maps each block above 128 KiB afresh and unmaps it when it is freed, so every
-    batch's activations and gradients (0.2-1.3 MB each here) page-fault anew: about 14% of a CPU
-    training epoch (benchmarks/README.md). PyTorch's CPU performance guide recommends a caching
-    allocator (jemalloc, tcmalloc) for this; two mallopt settings give glibc the same reuse.
-    Process-wide and idempotent; nothing happens with another C library.
-    """
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
 
 
 def seed_everything(seed: int) -> None:
@@ -108,115 +86,12 @@ def check_pending(losses: list[torch.Tensor], max_loss: float) -> None:
             check_loss(loss, max_loss)
 
 
-class FusedAdam:
-    """Adam (Kingma & Ba 2015) as torch's fused kernel, with torch.optim.Adam's state_dict layout
-    (a checkpoint of either loads into the other) and the same update: the kernel call that
-    `torch.optim.Adam(fused=True).step()` makes.
-
-    Why not torch.optim.Adam itself: every torch.optim.Optimizer imports torch._dynamo when it is
-    built (its methods are wrapped for torch.compile), about 2 s of start-up that each training
-    process of the sweep would pay for a compiler this loop never uses. Fused, because the
-    default CPU Adam runs about ten element-wise kernels per parameter tensor, the fused one one.
-    """
-
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
-        group = {
-            "lr": lr,
-            "betas": tuple(betas),
-            "eps": eps,
-            "weight_decay": 0.0,
-            "amsgrad": False,
-            "maximize": False,
-            "foreach": None,
-            "capturable": False,
-            "differentiable": False,
-            "fused": True,
-            "decoupled_weight_decay": False,
-            "params": list(params),
-        }
-        self.param_groups = [group]
-        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
-
-    @property
-    def params(self) -> list[torch.Tensor]:
-        return self.param_groups[0]["params"]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for param in self.params:
-            if set_to_none:
-                param.grad = None
-            elif param.grad is not None:
-                param.grad.zero_()
-
-    def _param_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        if param not in self.state:  # lazily, as torch.optim.Adam: step is a float32 tensor
-            self.state[param] = {
-                "step": torch.zeros((), dtype=torch.float32, device=param.device),
-                "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
-                "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
-            }
-        return self.state[param]
-
-    @torch.no_grad()
-    def step(self) -> None:
-        group = self.param_groups[0]
-        params = [param for param in self.params if param.grad is not None]
-        if not params:
-            return
-        states = [self._param_state(param) for param in params]
-        steps = [state["step"] for state in states]
-        beta1, beta2 = group["betas"]
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(
-            params,
-            [param.grad for param in params],
-            [state["exp_avg"] for state in states],
-            [state["exp_avg_sq"] for state in states],
-            [],  # max_exp_avg_sqs: amsgrad is off
-            steps,
-            amsgrad=False,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-            grad_scale=None,
-            found_inf=None,
-        )
-
-    def state_dict(self) -> dict:
-        """torch.optim's layout: {"state": {index: {step, exp_avg, exp_avg_sq}},
-        "param_groups": [{hyperparameters..., "params": [indices]}]}."""
-        index = {param: number for number, param in enumerate(self.params)}
-        group = {key: value for key, value in self.param_groups[0].items() if key != "params"}
-        return {
-            "state": {index[param]: dict(state) for param, state in self.state.items()},
-            "param_groups": [group | {"params": list(range(len(self.params)))}],
-        }
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        (saved,) = state_dict["param_groups"]
-        if len(saved["params"]) != len(self.params):
-            raise ValueError("optimizer state is for a model with a different number of tensors")
-        for key in ("lr", "betas", "eps"):
-            self.param_groups[0][key] = tuple(saved[key]) if key == "betas" else saved[key]
-        self.state = {}
-        for number, state in state_dict["state"].items():
-            param = self.params[saved["params"].index(int(number))]
-            self.state[param] = {
-                "step": torch.as_tensor(state["step"], dtype=torch.float32).to(param.device),
-                "exp_avg": state["exp_avg"].to(param),
-                "exp_avg_sq": state["exp_avg_sq"].to(param),
-            }
-
-
-def make_optimizer(model: Autoencoder, learning_rate: float) -> FusedAdam | torch.optim.Adam:
-    """`FusedAdam` where torch has the fused kernel for the parameters' device, else torch's."""
+def make_optimizer(model: Autoencoder, learning_rate: float) -> torch.optim.Adam:
+    """Adam, as torch's fused kernel where torch has one for the parameters' device: one kernel
+    per step instead of about ten element-wise kernels per parameter tensor."""
     parameters = list(model.parameters())
-    if parameters[0].device.type in ("cpu", "cuda"):
-        return FusedAdam(parameters, lr=learning_rate)
-    return torch.optim.Adam(parameters, lr=learning_rate)
+    fused = parameters[0].device.type in FUSED_ADAM_DEVICES
+    return torch.optim.Adam(parameters, lr=learning_rate, fused=fused)
 
 
 def terms_as_metrics(sums: torch.Tensor, count: int, variational: bool) -> dict[str, float]:
@@ -249,7 +124,7 @@ def mean_loss_terms(
 
 def train_one_epoch(
     model: Autoencoder,
-    optimizer: torch.optim.Optimizer | FusedAdam,
+    optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     config: TrainConfig,
     generator: torch.Generator,
@@ -315,7 +190,6 @@ def fit(
     Per-epoch metrics are namespaced (`train/neg_elbo`, `val/neg_elbo`, ...) and passed to
     `on_epoch`; a non-finite or exploding loss ends the fit with `diverged=True` instead of raising.
     """
-    keep_freed_memory()
     optimizer = make_optimizer(model, config.learning_rate)
     generator = torch.Generator().manual_seed(seed)
     result = FitResult()

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import platform
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from vaeops.config import TrainConfig
 from vaeops.models import build_model
-from vaeops.training import fit, load_checkpoint, mean_loss_terms, seed_everything
+from vaeops.training import (
+    Diverged,
+    check_pending,
+    fit,
+    load_checkpoint,
+    make_optimizer,
+    mean_loss_terms,
+    seed_everything,
+)
 
 CONFIG = TrainConfig(epochs=2, batch_size=64, learning_rate=1e-3)
 
@@ -177,36 +182,18 @@ def test_given_train_mode_when_mean_loss_terms_computed_then_dropout_is_off_and_
     assert first == pytest.approx(again)  # the AE without dropout is deterministic
 
 
-# A training step's allocation pattern: weight-gradient, batch-logit and hidden-layer sized tensors.
-ALLOCATION_PATTERN = """
-import resource, sys, torch
-from vaeops.training import keep_freed_memory
-if sys.argv[1] == "keep":
-    keep_freed_memory()
-def step():
-    encoder_grad = torch.empty(400, 784).fill_(1)
-    logits = torch.empty(128, 784).fill_(1)
-    decoder_grad = torch.empty(784, 400).fill_(1)
-    del encoder_grad
-    hidden = torch.empty(128, 400).fill_(1)
-    return logits.sum() + decoder_grad.sum() + hidden.sum()
-step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(100):
-    step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
+def test_given_a_cpu_model_when_the_optimizer_is_made_then_it_is_torchs_fused_adam(tiny_spec):
+    optimizer = make_optimizer(build_model(tiny_spec), learning_rate=1e-3)
+
+    assert type(optimizer) is torch.optim.Adam
+    assert optimizer.defaults["fused"] and optimizer.defaults["lr"] == 1e-3
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc malloc setting")
-def test_kept_freed_memory_is_reused_instead_of_page_faulted_in_again():
-    def page_faults(mode: str) -> int:
-        done = subprocess.run(
-            [sys.executable, "-c", ALLOCATION_PATTERN, mode],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return int(done.stdout)
-
-    assert page_faults("keep") < page_faults("default") / 4
+def test_given_pending_losses_when_checked_then_the_first_bad_batch_is_reported():
+    losses = [torch.tensor(200.0), torch.tensor(float("nan")), torch.tensor(1e9)]
+    with pytest.raises(Diverged, match=r"non-finite loss \(nan\)"):
+        check_pending(losses, max_loss=1e5)
+    assert losses == []
+    with pytest.raises(Diverged, match=r"exceeded train\.max_loss=100000"):
+        check_pending([torch.tensor(5.0), torch.tensor(2e5)], max_loss=1e5)
+    check_pending([torch.tensor(5.0)], max_loss=1e5)  # nothing raised

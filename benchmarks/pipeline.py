@@ -1,9 +1,16 @@
-"""`vaeops bench pipeline`: the default `dvc repro` in a scratch copy, against its own compute.
+"""`python -m benchmarks pipeline`: the default `dvc repro` in a scratch copy, timed by itself.
 
-Wall time is what a user waits for; compute is what the steps themselves report
-(`compute_seconds` in their printed JSON and output files). The difference is the overhead:
-DVC's orchestration (hashing, locking, caching outputs), each stage's process start-up
-(Python, torch, mlflow imports), MLflow logging and file I/O outside the timed step bodies.
+Every figure is wall-clock time measured here, never read from the steps' outputs (no file DVC
+tracks holds a time). Each `dvc repro` is timed as a whole, and split per stage by the moment
+DVC announces each stage ("Running stage 'train':") on its output, as it arrives.
+
+In order, in the scratch copy:
+1. the full default `dvc repro`, with the default sweep minus one activation (`softplus`),
+2. that activation appended to `sweep.activations` again, and the `dvc repro` it causes (what
+   adding an activation to the study costs),
+3. the no-op `dvc repro` right after (DVC's fixed cost: hashing, locking, status),
+then the start-up costs a stage pays (`vaeops --help`, fresh-interpreter imports), MLflow's
+per-epoch logging, and the train-only sweep time against the number of variants.
 
 The scratch copy is the working tree (tracked and untracked, not ignored, files) plus the data
 folder, with its own MLflow store and DVC cache, so nothing of the project's outputs, mlruns or
@@ -13,7 +20,6 @@ cache is read or written.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -23,17 +29,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from vaeops.benchmarks import load_average
+from benchmarks import load_average
 
 STAGE_MARKER = re.compile(r"Running stage '([^']+)'")
-COMPUTE_FIELD = re.compile(r'"compute_seconds":\s*([0-9.eE+-]+)')
-# Steps whose CLI output does not print their compute seconds, and the JSON file that holds them.
-RECORD_FILES = {"promote": ("paths", "promotion")}
+# The activation left out of the first repro and appended for the second: the last of the
+# default list, so the second repro ends with exactly the default sweep.
+ADDED_ACTIVATION = "softplus"
 # One-off import costs a pipeline stage can pay, measured in fresh interpreters.
 IMPORT_PROBES = {
     "python": "pass",
@@ -49,8 +55,6 @@ IMPORT_PROBES = {
 class StageTiming:
     name: str
     wall_seconds: float = 0.0
-    compute_seconds: float | None = None
-    output: list[str] = field(default_factory=list)
 
 
 def bench_environment(scratch: Path) -> dict[str, str]:
@@ -92,22 +96,6 @@ def copy_project(project: Path, scratch: Path) -> None:
     subprocess.run(["git", "init", "-q"], cwd=scratch, check=True)
 
 
-def stage_compute(stage: StageTiming) -> float | None:
-    """The sum of the compute seconds a stage printed (evaluate prints one per variant)."""
-    found = [float(value) for value in COMPUTE_FIELD.findall("\n".join(stage.output))]
-    return sum(found) if found else None
-
-
-def recorded_compute(scratch: Path, stage: str) -> float | None:
-    """Compute seconds from a step's JSON output file, for steps that do not print them."""
-    if stage not in RECORD_FILES:
-        return None
-    section, key = RECORD_FILES[stage]
-    params = yaml.safe_load((scratch / "params.yaml").read_text())
-    path = scratch / params[section][key]
-    return json.loads(path.read_text()).get("compute_seconds") if path.is_file() else None
-
-
 def run_streaming(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, list]:
     """Run `command`, timestamping each output line as it arrives; (wall seconds, lines)."""
     started = time.perf_counter()
@@ -133,8 +121,6 @@ def split_stages(lines: list[tuple[float, str]], wall: float) -> list[StageTimin
         if marker:
             stages.append(StageTiming(marker.group(1)))
             starts.append(stamp)
-        elif stages:
-            stages[-1].output.append(text)
     for index, stage in enumerate(stages):
         end = starts[index + 1] if index + 1 < len(starts) else wall
         stage.wall_seconds = end - starts[index]
@@ -165,8 +151,9 @@ def mlflow_epoch_logging(scratch: Path, epochs: int = 20) -> dict[str, float]:
     """How long `tracking.log_epoch` blocks the training loop per epoch, and the final flush."""
     code = (
         "import time, statistics, mlflow\n"
+        "from pathlib import Path\n"
         "from vaeops import tracking\n"
-        "tracking.configure_tracking(); mlflow.set_experiment('bench-logging')\n"
+        "tracking.configure_tracking(Path.cwd()); mlflow.set_experiment('bench-logging')\n"
         "mlflow.start_run()\n"
         "metrics = {f'train/m{i}': float(i) for i in range(5)}\n"
         "metrics |= {f'val/m{i}': float(i) for i in range(5)}\n"
@@ -198,47 +185,19 @@ def stage_kind(name: str) -> str:
     return name.split("@", 1)[0]
 
 
-def summarize_stages(stages: list[StageTiming], scratch: Path) -> dict[str, dict]:
-    kinds: dict[str, dict] = {}
+def stage_seconds(stages: list[StageTiming]) -> dict[str, float]:
+    """Wall seconds per stage kind, in the order DVC ran them."""
+    kinds: dict[str, float] = {}
     for stage in stages:
-        compute = stage_compute(stage)
-        if compute is None:
-            compute = recorded_compute(scratch, stage_kind(stage.name))
-        row = kinds.setdefault(
-            stage_kind(stage.name),
-            {"stages": 0, "wall_seconds": 0.0, "compute_seconds": 0.0, "unrecorded": 0},
-        )
-        row["stages"] += 1
-        row["wall_seconds"] += stage.wall_seconds
-        row["compute_seconds"] += compute or 0.0
-        row["unrecorded"] += compute is None
+        kind = stage_kind(stage.name)
+        kinds[kind] = kinds.get(kind, 0.0) + stage.wall_seconds
     return kinds
 
 
-def fit_seconds(scratch: Path) -> float:
-    """The train steps' time inside `fit` alone (`train_seconds` in each train.json): their
-    compute_seconds also hold loading the split and starting the MLflow run."""
-    variants = scratch / yaml.safe_load((scratch / "params.yaml").read_text())["paths"]["variants"]
-    return sum(
-        json.loads(path.read_text())["train_seconds"] for path in variants.glob("*/train.json")
-    )
-
-
-def full_repro(scratch: Path, env: dict[str, str]) -> dict:
-    """The default `dvc repro` and the split of its wall time into compute and overhead."""
+def repro(scratch: Path, env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """One `dvc repro`: its wall seconds and the seconds of each stage it ran."""
     wall, lines = run_streaming(["dvc", "repro"], scratch, env)
-    stages = split_stages(lines, wall)
-    kinds = summarize_stages(stages, scratch)
-    compute = sum(row["compute_seconds"] for row in kinds.values())
-    return {
-        "wall_seconds": wall,
-        "stages": len(stages),
-        "compute_seconds": compute,
-        "overhead_seconds": wall - compute,
-        "overhead_fraction": (wall - compute) / wall,
-        "train_fit_seconds": fit_seconds(scratch),
-        "by_stage_kind": kinds,
-    }
+    return wall, stage_seconds(split_stages(lines, wall))
 
 
 @contextlib.contextmanager
@@ -253,13 +212,23 @@ def scratch_copy(project: Path, keep: Path | None) -> Iterator[Path]:
         yield Path(folder)
 
 
-def set_sweep(scratch: Path, activations: list[str]) -> None:
-    """One seed of the first N activations: N VAE variants and the AE baseline."""
+def edit_sweep(scratch: Path, **changes) -> None:
+    """Set keys of `sweep` in the scratch copy's params.yaml (DVC compares values, not text)."""
     path = scratch / "params.yaml"
     params = yaml.safe_load(path.read_text())
-    params["sweep"]["activations"] = activations
-    params["sweep"]["seeds"] = [0]
+    params["sweep"] |= changes
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def sweep_activations(scratch: Path) -> list[str]:
+    return yaml.safe_load((scratch / "params.yaml").read_text())["sweep"]["activations"]
+
+
+def without(activations: list[str], name: str) -> list[str]:
+    """`activations` less `name`, which it must hold: the benchmark adds it back later."""
+    if name not in activations:
+        raise ValueError(f"sweep.activations {activations} lacks {name!r}, the one to add back")
+    return [activation for activation in activations if activation != name]
 
 
 def clear_trained(scratch: Path) -> None:
@@ -287,10 +256,11 @@ PARALLEL_TRAIN = (
 def sweep_scaling(scratch: Path, env: dict[str, str], counts: list[int]) -> list[dict]:
     """Train-only wall time of N activations (+ the AE baseline): `dvc repro train` (one process,
     variants in sequence) vs the Prefect fan-out (a pool of processes)."""
-    activations = yaml.safe_load((scratch / "params.yaml").read_text())["sweep"]["activations"]
+    activations = sweep_activations(scratch)
     rows = []
     for count in counts:
-        set_sweep(scratch, activations[:count])
+        # One seed of the first N activations: N VAE variants and the AE baseline.
+        edit_sweep(scratch, activations=activations[:count], seeds=[0])
         clear_trained(scratch)
         sequential = timed(["dvc", "repro", "train"], scratch, env, 1)[0]
         clear_trained(scratch)
@@ -306,16 +276,33 @@ def sweep_scaling(scratch: Path, env: dict[str, str], counts: list[int]) -> list
     return rows
 
 
+def study_repros(scratch: Path, env: dict[str, str]) -> dict:
+    """The full repro less one activation, the repro after appending it, the no-op repro."""
+    activations = sweep_activations(scratch)
+    edit_sweep(scratch, activations=without(activations, ADDED_ACTIVATION))
+    full, full_stages = repro(scratch, env)
+    edit_sweep(scratch, activations=[*without(activations, ADDED_ACTIVATION), ADDED_ACTIVATION])
+    added, added_stages = repro(scratch, env)
+    noop = timed(["dvc", "repro"], scratch, env, 3)
+    return {
+        "full_repro_seconds": full,
+        "full_repro_stage_seconds": full_stages,
+        "added_activation": ADDED_ACTIVATION,
+        "add_one_activation_seconds": added,
+        "add_one_activation_stage_seconds": added_stages,
+        "noop_repro_seconds": statistics.median(noop),
+        "noop_repro_runs": noop,
+    }
+
+
 def bench_pipeline(project: Path, keep: Path | None = None, sweep_counts=(1, 2, 4)) -> dict:
-    """The figures of `vaeops bench pipeline` (see the module docstring)."""
+    """The figures of `python -m benchmarks pipeline` (see the module docstring)."""
     project = Path(project).resolve()
     figures: dict = {"benchmark": "pipeline", "load_average_before": load_average()}
     with scratch_copy(project, keep) as scratch:
         env = bench_environment(scratch)
         figures["scratch"] = str(scratch)
-        figures["repro"] = full_repro(scratch, env)
-        noop = timed(["dvc", "repro"], scratch, env, 3)
-        figures["noop_repro_seconds"] = {"median": statistics.median(noop), "runs": noop}
+        figures |= study_repros(scratch, env)
         helps = timed(["vaeops", "--help"], scratch, env, 5)
         figures["help_seconds"] = {"median": statistics.median(helps), "runs": helps}
         figures["import_seconds"] = import_costs(scratch, env)

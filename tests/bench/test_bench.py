@@ -1,9 +1,8 @@
-"""The benchmark logic (issue 4): FLOP counts, the IDX stand-in, the JSON figures, loss parity of
-the two loops, and the speed-ups of the fit loop keeping its results. No test asserts a time."""
+"""The benchmark logic (benchmarks/): FLOP counts, the IDX stand-in, the JSON figures, loss parity
+of the two loops, the pipeline benchmark's bookkeeping. No test asserts a time."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import subprocess
@@ -13,10 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
+from typer.testing import CliRunner
 
-from vaeops.benchmarks.flops import count_flops, model_flops
-from vaeops.benchmarks.mnist_idx import (
+from benchmarks.__main__ import app, comma_separated
+from benchmarks.flops import count_flops, model_flops
+from benchmarks.mnist_idx import (
     IdxFolderError,
     load_images,
     make_idx_folder,
@@ -24,14 +26,13 @@ from vaeops.benchmarks.mnist_idx import (
     shift_images,
     torchvision_root,
 )
-from vaeops.benchmarks.pipeline import split_stages, stage_compute, summarize_stages
-from vaeops.benchmarks.roofline import matmul_gflops
-from vaeops.benchmarks.train import TrainBenchConfig, bench_scaling, bench_train, epoch_gflop
+from benchmarks.pipeline import edit_sweep, split_stages, stage_seconds, without
+from benchmarks.roofline import matmul_gflops
+from benchmarks.train import TrainBenchConfig, bench_scaling, bench_train, epoch_gflop
 from vaeops.data.idx import read_idx
 from vaeops.models import ModelSpec, build_model
-from vaeops.objectives import loss_terms
-from vaeops.training import Diverged, FusedAdam, check_pending, make_optimizer
 
+pytestmark = pytest.mark.bench
 REFERENCE_SPEC = ModelSpec(activation="relu", hidden=(400,), latent=20)  # 784-400-20
 
 
@@ -128,7 +129,7 @@ def test_torchvision_reads_the_folder_and_a_flat_copy(tiny_idx_dir, tmp_path):
 
 
 def test_missing_idx_files_are_a_user_error(tmp_path):
-    with pytest.raises(IdxFolderError, match="bench make-idx"):
+    with pytest.raises(IdxFolderError, match="python -m benchmarks make-idx"):
         raw_folder(tmp_path)
 
 
@@ -164,6 +165,7 @@ def test_bench_train_prints_every_figure_as_json(tiny_figures):
         "epoch_time_ratio_vs_baseline",
         "test_neg_elbo_relative_difference",
         "load_average_before",
+        "minor_page_faults",
     ):
         assert math.isfinite(float(np.sum(tiny_figures[key]))), key
     assert len(tiny_figures["epoch_seconds"]) == 2
@@ -176,8 +178,9 @@ def test_bench_train_prints_every_figure_as_json(tiny_figures):
             tiny_figures["epoch_seconds"], tiny_figures["epoch_matmul_gflops_fp32"], strict=True
         )
     ]
-    # (the listed figures are rounded for the JSON line)
-    assert tiny_figures["epoch_roofline_fractions"] == pytest.approx(expected, rel=1e-2)
+    # The listed figures are rounded to 4 decimals for the JSON line: on a slow machine a
+    # fraction is small enough that the rounding alone exceeds 1%.
+    assert tiny_figures["epoch_roofline_fractions"] == pytest.approx(expected, rel=1e-2, abs=1e-4)
     assert tiny_figures["roofline_fraction"] == pytest.approx(np.median(expected), rel=1e-2)
     assert tiny_figures["iwae"]["importance_samples_per_second"] > 0
     assert tiny_figures["baseline"]["diverged"] is False
@@ -207,115 +210,83 @@ def test_scaling_reports_each_size(tiny_idx_dir):
     config = TrainBenchConfig(tiny_idx_dir, epochs=1, hidden=32, latent=4)
     figures = bench_scaling(config, [128, 512])
     assert [row["images"] for row in figures["sizes"]] == [128, 512]
-    assert figures["sizes"][0]["time_ratio_over_size_ratio"] == pytest.approx(1.0)
+    assert all(len(row["epoch_seconds"]) == 1 for row in figures["sizes"])
     with pytest.raises(ValueError, match="exceeds"):
         bench_scaling(config, [10_000])
 
 
-# Pipeline-overhead accounting ------------------------------------------------------------------
+# The pipeline benchmark's bookkeeping ---------------------------------------------------------
 
 
-def test_dvc_output_is_split_into_stages_with_their_compute(tmp_path):
+def test_dvc_output_is_split_into_stages_and_summed_per_stage_kind():
     lines = [
         (0.0, "Running stage 'prepare':"),
         (0.1, "> vaeops prepare"),
-        (1.0, '  "compute_seconds": 0.5,'),
         (1.5, "Running stage 'train@relu-0':"),
-        (9.0, '  "compute_seconds": 6.0,'),
-        (9.5, "Running stage 'evaluate':"),
-        (11.0, '{"compute_seconds": 1.0, "variant": "a"}'),
-        (12.0, '{"compute_seconds": 1.5, "variant": "b"}'),
+        (9.5, "Running stage 'train@tanh-0':"),
+        (11.0, '{"variant": "a"}'),
         (13.0, "Running stage 'summarize':"),
     ]
-    (tmp_path / "params.yaml").write_text("paths: {promotion: promotion.json}\n")
     stages = split_stages(lines, wall=14.0)
-    assert [stage.name for stage in stages] == ["prepare", "train@relu-0", "evaluate", "summarize"]
+    assert [stage.name for stage in stages] == [
+        "prepare",
+        "train@relu-0",
+        "train@tanh-0",
+        "summarize",
+    ]
     assert [stage.wall_seconds for stage in stages] == [1.5, 8.0, 3.5, 1.0]
-    assert stage_compute(stages[2]) == 2.5
-    kinds = summarize_stages(stages, tmp_path)
-    assert kinds["train"] == {
-        "stages": 1,
-        "wall_seconds": 8.0,
-        "compute_seconds": 6.0,
-        "unrecorded": 0,
-    }
-    assert kinds["summarize"]["unrecorded"] == 1
+    assert stage_seconds(stages) == {"prepare": 1.5, "train": 11.5, "summarize": 1.0}
+    assert split_stages([(0.2, "Data and pipelines are up to date.")], wall=0.5) == []
+
+
+def test_the_added_activation_is_left_out_first_and_must_be_in_the_sweep():
+    assert without(["relu", "softplus", "gelu"], "softplus") == ["relu", "gelu"]
+    with pytest.raises(ValueError, match="lacks 'softplus'"):
+        without(["relu"], "softplus")
+
+
+def test_editing_the_sweep_keeps_every_other_param(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        "train:\n  epochs: 15  # a comment\nsweep:\n  activations: [relu, elu]\n  seeds: [0, 1]\n"
+    )
+    edit_sweep(tmp_path, activations=["elu"], seeds=[0])
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert params == {"train": {"epochs": 15}, "sweep": {"activations": ["elu"], "seeds": [0]}}
+
+
+def test_comma_separated_sizes_skip_blanks():
+    assert comma_separated("1, 4,12") == [1, 4, 12]
+    assert comma_separated("") == []
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("train", "--idx-dir"), ("scaling", "--sizes"), ("make-idx", "--out"), ("pipeline", "--keep")],
+)
+def test_every_command_parses_its_options(command, option):
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert option in result.output
+
+
+def test_the_command_line_runs_as_a_module_from_the_repository_root(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "make-idx", "--out", str(tmp_path), "--train-size",
+         "64", "--test-size", "32"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )  # fmt: skip
+    assert "wrote 64 train and 32 test images" in done.stdout
+    assert load_images(tmp_path, "train", torch.device("cpu")).shape == (64, 1, 28, 28)
 
 
 def test_cli_import_stays_free_of_torch():
     # `vaeops --help` stays fast because no command's heavy import happens at module level.
     code = "import sys, vaeops.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-# The fit loop's speed-ups keep its results -----------------------------------------------------
-
-
-def train_steps(model, optimizer, images, steps: range) -> None:
-    for step in steps:
-        torch.manual_seed(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss_terms(model(images), images).total.backward()
-        optimizer.step()
-
-
-def test_fused_adam_is_torch_fused_adam_bit_for_bit(tiny_images, tiny_spec):
-    torch.manual_seed(0)
-    ours = build_model(tiny_spec)
-    theirs = copy.deepcopy(ours)
-    ours_optimizer = make_optimizer(ours, 1e-3)
-    assert isinstance(ours_optimizer, FusedAdam)
-    theirs_optimizer = torch.optim.Adam(theirs.parameters(), lr=1e-3, fused=True)
-    train_steps(ours, ours_optimizer, tiny_images[:64], range(5))
-    train_steps(theirs, theirs_optimizer, tiny_images[:64], range(5))
-    pairs = zip(ours.parameters(), theirs.parameters(), strict=True)
-    assert all(torch.equal(a, b) for a, b in pairs)
-    ours_state, theirs_state = ours_optimizer.state_dict(), theirs_optimizer.state_dict()
-    assert ours_state["param_groups"] == theirs_state["param_groups"]
-    for index, state in theirs_state["state"].items():
-        assert all(torch.equal(ours_state["state"][index][key], state[key]) for key in state)
-
-
-def test_fused_adam_state_loads_into_torch_adam_and_back(tiny_images, tiny_spec):
-    torch.manual_seed(0)
-    model = build_model(tiny_spec)
-    optimizer = FusedAdam(model.parameters(), lr=1e-3)
-    train_steps(model, optimizer, tiny_images[:64], range(3))
-    resumed, resumed_torch = copy.deepcopy(model), copy.deepcopy(model)
-    again = FusedAdam(resumed.parameters(), lr=1e-3)
-    again.load_state_dict(copy.deepcopy(optimizer.state_dict()))
-    torch_optimizer = torch.optim.Adam(resumed_torch.parameters(), lr=1e-3, fused=True)
-    torch_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
-    for net, opt in ((model, optimizer), (resumed, again), (resumed_torch, torch_optimizer)):
-        train_steps(net, opt, tiny_images[:64], range(3, 6))
-    for a, b, c in zip(
-        model.parameters(), resumed.parameters(), resumed_torch.parameters(), strict=True
-    ):
-        assert torch.equal(a, b) and torch.equal(a, c)
-
-
-def test_training_never_imports_the_compiler():
-    # torch.optim imports torch._dynamo (about 2 s) when an optimizer is built; fit must not.
-    code = (
-        "import sys, torch\n"
-        "from vaeops.config import TrainConfig\n"
-        "from vaeops.models import ModelSpec, build_model\n"
-        "from vaeops.training import fit\n"
-        "model = build_model(ModelSpec(hidden=(8,), latent=2))\n"
-        "fit(model, torch.rand(64, 1, 28, 28), TrainConfig(epochs=1, batch_size=32), seed=0)\n"
-        "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo imported'\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_deferred_divergence_check_reports_the_first_bad_batch():
-    losses = [torch.tensor(200.0), torch.tensor(float("nan")), torch.tensor(1e9)]
-    with pytest.raises(Diverged, match=r"non-finite loss \(nan\)"):
-        check_pending(losses, max_loss=1e5)
-    assert losses == []
-    with pytest.raises(Diverged, match=r"exceeded train\.max_loss=100000"):
-        check_pending([torch.tensor(5.0), torch.tensor(2e5)], max_loss=1e5)
-    check_pending([torch.tensor(5.0)], max_loss=1e5)  # nothing raised
 
 
 def reference_iwae(model, images: torch.Tensor, samples: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""`vaeops bench train` and `vaeops bench scaling`: training throughput of the pipeline's loop.
+"""`python -m benchmarks train` and `scaling`: training throughput of the pipeline's loop.
 
 Every figure is per epoch of (training pass + test pass), measured after the same seeded
 initialization, and printed as one JSON line together with the matmul rate measured in the same
@@ -10,6 +10,7 @@ minute, so the roofline fraction is the median of each epoch set against the rat
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from vaeops.benchmarks import load_average
-from vaeops.benchmarks.flops import FlopCount, decoder_flops, model_flops
-from vaeops.benchmarks.loops import LoopFigures, dataloader_loop, pipeline_loop, seeded_model
-from vaeops.benchmarks.mnist_idx import load_images, torchvision_root
-from vaeops.benchmarks.roofline import cpu_has_native_bf16, matmul_gflops, synchronize
+from benchmarks import load_average
+from benchmarks.flops import FlopCount, decoder_flops, model_flops
+from benchmarks.loops import LoopFigures, dataloader_loop, pipeline_loop, seeded_model
+from benchmarks.mnist_idx import load_images, torchvision_root
+from benchmarks.roofline import cpu_has_native_bf16, matmul_gflops, synchronize
 from vaeops.config import TrainConfig
 from vaeops.evaluation import iwae_log_likelihood
 from vaeops.models import Autoencoder, ModelSpec
@@ -55,6 +56,12 @@ def machine(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
     }
+
+
+def minor_page_faults() -> int:
+    """This process's minor page faults so far: memory the allocator had to map in afresh (see
+    vaeops.allocator, which `python -m benchmarks` applies at its entry)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def epoch_gflop(flops: FlopCount, train_images: int, test_images: int) -> float:
@@ -152,7 +159,7 @@ def baseline_figures(config, spec, fast_seconds: float, fast_test: float, device
 
 
 def bench_train(config: TrainBenchConfig) -> dict:
-    """The figures of `vaeops bench train` (see the module docstring)."""
+    """The figures of `python -m benchmarks train` (see the module docstring)."""
     device = resolve_device(config.device)
     load_before = load_average()
     train = load_images(config.idx_dir, "train", device)  # (n, 1, 28, 28) float32 in [0, 1]
@@ -163,6 +170,7 @@ def bench_train(config: TrainBenchConfig) -> dict:
     flops = model_flops(model, spec.image_shape)
     gflop = epoch_gflop(flops, len(train), len(test))
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size)
+    faults_before = minor_page_faults()
     fast = pipeline_loop(
         model,
         train,
@@ -171,6 +179,7 @@ def bench_train(config: TrainBenchConfig) -> dict:
         config.seed,
         measure_rate=lambda: matmul_gflops(device, rounds=config.epoch_roofline_rounds),
     )
+    faults = minor_page_faults() - faults_before
     fractions = epoch_roofline_fractions(gflop, fast)
     figures = {
         "benchmark": "train",
@@ -188,6 +197,7 @@ def bench_train(config: TrainBenchConfig) -> dict:
         "epoch_matmul_gflops_fp32": [round(rate, 1) for rate in fast.epoch_matmul_gflops],
         "epoch_roofline_fractions": [round(fraction, 4) for fraction in fractions],
         "roofline_fraction": statistics.median(fractions),
+        "minor_page_faults": faults,  # of the timed run, its per-epoch rate measurements included
     }
     if config.iwae_samples:
         images = test[: config.iwae_images]

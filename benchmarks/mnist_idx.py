@@ -49,7 +49,7 @@ def raw_folder(idx_dir: Path) -> Path:
             return folder
     raise IdxFolderError(
         f"{idx_dir}: no train-/t10k- images and labels IDX files in it or in {RAW_SUBDIR}/; "
-        "make a folder with `vaeops bench make-idx --out DIR`"
+        "make a folder with `python -m benchmarks make-idx --out DIR`"
     )
 
 
