@@ -1,6 +1,7 @@
 """The Prefect flows against a real `prefect server` on a loopback port: the study flow with its
 process fan-out, the data-driven retrain, the served cron deployment, the Dask fan-out on a
-LocalCluster, and the docker-compose file. Fixtures: tests/integration/conftest.py."""
+LocalCluster; the fan-out without a server, bad input through the flows, the entry files in
+pipelines/, and the docker-compose file. Fixtures: tests/integration/conftest.py."""
 
 from __future__ import annotations
 
@@ -219,6 +220,111 @@ def test_fan_out_runner_picks_processes_a_dask_address_or_a_local_cluster():
     local = fan_out_runner(3, workers=2, dask_address="local")
     assert local.cluster_kwargs["n_workers"] == 2
     assert local.cluster_kwargs["threads_per_worker"] == 1  # torch's RNG is per process
+
+
+WORKERS_SCRIPT = """
+import json
+
+from prefect import flow, task
+from prefect.context import get_run_context
+from prefect.futures import wait
+
+from vaeops.orchestration import api_shared_with_workers, fan_out_runner
+
+
+@task(task_run_name="reporting-to-{index}")
+def reporting_to(index: int) -> str:
+    return str(get_run_context().client.api_url)
+
+
+@flow
+def fan_out() -> dict:
+    runner = fan_out_runner(2, workers=2)
+    with api_shared_with_workers(), runner:  # as train_all enters them
+        futures = runner.map(reporting_to, {"index": [0, 1]})
+        wait(futures)
+    client = get_run_context().client
+    return {
+        "flow": str(client.api_url),
+        "workers": [future.result() for future in futures],
+        "task_runs": [run.name for run in client.read_task_runs()],
+    }
+
+
+if __name__ == "__main__":  # spawned workers import this file too
+    print(json.dumps(fan_out()))
+"""
+
+
+def test_without_an_api_url_the_workers_report_to_the_flow_runs_temporary_server(tmp_path):
+    # Given no PREFECT_API_URL (a user's `vaeops flow study`), and a fresh Prefect home
+    script = tmp_path / "fan_out.py"
+    script.write_text(WORKERS_SCRIPT)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+    # When a flow fans out over the process pool as train_all does
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    # Then the workers ran their tasks against the flow run's temporary server, the only one
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["workers"] == [result["flow"]] * 2
+    assert done.stderr.count("Starting temporary server") == 1
+    assert sorted(result["task_runs"]) == ["reporting-to-0", "reporting-to-1"]
+
+
+@pytest.mark.parametrize("name", ["study", "retrain"])
+def test_a_bad_params_file_fails_each_flow_with_the_clis_one_line_error(
+    name, prefect_api, tmp_path
+):
+    from vaeops import orchestration
+    from vaeops.config import ConfigError
+
+    # Given a params file with a misspelt key
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  epoch: 3\n")
+
+    # When the flow runs with it directly, as a deployment's runner calls it
+    with pytest.raises(ConfigError) as caught:
+        getattr(orchestration, name)(params_path=str(bad))
+
+    # Then it raises vaeops' ConfigError, whose message is what `vaeops flow` prints
+    cli = subprocess.run(
+        [str(VAEOPS), "flow", name, "--params", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 2
+    assert cli.stderr == f"error: {caught.value}\n"
+    assert "epoch" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_fan_out_runner_refuses_fewer_than_one_worker():
+    from vaeops.config import ConfigError
+    from vaeops.orchestration import fan_out_runner
+
+    with pytest.raises(ConfigError, match="at least 1"):
+        fan_out_runner(3, workers=0)
+
+
+@pytest.mark.parametrize(
+    "entrypoint",
+    ["pipelines/flows.py:study", "pipelines/flows.py:retrain", "pipelines/deploy.py:retrain"],
+)
+def test_a_deployment_entrypoint_in_pipelines_loads_the_librarys_flow(entrypoint):
+    from prefect.flows import load_flow_from_entrypoint
+
+    from vaeops import orchestration
+
+    loaded = load_flow_from_entrypoint(str(REPO_ROOT / entrypoint))
+    assert loaded is getattr(orchestration, entrypoint.rpartition(":")[2])
 
 
 DOCKER_COMPOSE = shutil.which("docker-compose")
