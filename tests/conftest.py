@@ -80,30 +80,53 @@ def tiny_spec():
     return ModelSpec(kind="vae", architecture="mlp", activation="relu", hidden=(16,), latent=4)
 
 
+# A small but complete study: 2 activations (relu, tanh) x 1 seed (0) plus the default AE
+# baseline (relu); 2 epochs on CPU of an MLP with hidden [32] and latent 4; 8 importance samples.
+TINY_PARAMS = {
+    "data": {"dataset": "mnist-5k"},
+    "model": {"architecture": "mlp", "hidden": [32], "latent": 4},
+    "train": {"epochs": 2, "device": "cpu"},
+    "sweep": {"activations": ["relu", "tanh"], "seeds": [0]},
+    "evaluate": {"iwae_samples": 8},
+}
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` applied section by section (nested mappings merge, values replace)."""
+    result = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            value = merged(result[key], value)
+        result[key] = value
+    return result
+
+
+def write_params(folder: Path, **changes: dict) -> Path:
+    """Write TINY_PARAMS, with `changes` merged in (e.g. train={"epochs": 1}), as
+    `folder/params.yaml`, check that `load_params` accepts it, and return its path."""
+    from vaeops.config import load_params
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(merged(TINY_PARAMS, changes), sort_keys=False))
+    load_params(path)  # fail here, loudly, if the config schema no longer accepts the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def params_writer():
+    """`write_params(folder, **changes)`: a tiny params file (TINY_PARAMS) with changes."""
+    return write_params
+
+
 @pytest.fixture
 def tiny_params_file(tmp_path: Path) -> Path:
-    """Write a small but complete `params.yaml` into `tmp_path` and return its Path.
+    """Write a small but complete `params.yaml` (TINY_PARAMS) into `tmp_path`; its Path.
 
     It has no `paths` section: every default path (data/, outputs/, metrics/, plots/) resolves
     against the file's folder, `tmp_path`, so a test can run the whole pipeline (`vaeops data
     fetch --params ...`, `prepare`, `train`, ...) without touching the repository. Nothing is
-    fetched or created besides the file itself.
-
-    Contents: dataset mnist-5k; sweep over 2 activations (relu, tanh) x 1 seed (0) plus the
-    default AE baseline (relu); train 2 epochs on CPU; model MLP hidden [32], latent 4;
-    evaluate with 8 importance samples. Every other key keeps its default. The file is validated
-    with `vaeops.config.load_params` before it is returned.
+    fetched or created besides the file itself. The file is validated with
+    `vaeops.config.load_params` before it is returned.
     """
-    from vaeops.config import load_params
-
-    params = {
-        "data": {"dataset": "mnist-5k"},
-        "model": {"architecture": "mlp", "hidden": [32], "latent": 4},
-        "train": {"epochs": 2, "device": "cpu"},
-        "sweep": {"activations": ["relu", "tanh"], "seeds": [0]},
-        "evaluate": {"iwae_samples": 8},
-    }
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    load_params(path)  # fail here, loudly, if the config schema no longer accepts the file
-    return path
+    return write_params(tmp_path)

@@ -19,18 +19,26 @@ the Dask workers reproduce the sequential figures. A pool process is reused for 
 variant, so torch is imported once per worker, not once per variant as with one `vaeops train`
 subprocess each. Each worker gets cores / workers torch threads: more oversubscribe the CPU.
 
-Who decides what. DVC decides what is stale; these flows rerun the steps they call (Prefect's
-task caching is off), and Prefect adds scheduling, retries and the fan-out.
+Who decides what. The study flow runs the pipeline through DVC, so `dvc.lock` stays true and
+`dvc status` is clean after a flow run: `dvc repro prepare`, then the variants fan out as Prefect
+tasks that train each one into the tracking store (`steps.train.train_variant`), then `dvc
+repro` runs the whole pipeline, whose train stage restores every variant from the store in
+seconds and whose later stages run as they would for a user. DVC decides what is stale; Prefect
+adds scheduling, retries and the fan-out (its task caching is off); MLflow keeps what was
+trained.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
@@ -39,55 +47,61 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from vaeops import registry, tracking
 from vaeops.config import ConfigError, Params, load_params
-from vaeops.steps.evaluate import evaluate_sweep
-from vaeops.steps.generate import generate_batch
-from vaeops.steps.prepare import prepare
-from vaeops.steps.promote import promote
-from vaeops.steps.summarize import summarize
-from vaeops.steps.train import train_variant
+from vaeops.data.versioning import verify_data
+from vaeops.errors import VaeopsError
+from vaeops.steps.train import open_study, train_variant
 from vaeops.variants import Variant, sweep_variants
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 UTC: weekly, outside working hours
 DEPLOYMENT_NAME = "weekly-retrain"
 LOCAL_CLUSTER = "local"  # `--dask-address local`: start a distributed.LocalCluster for the run
-# The model-version tag that registry.version_tags writes: the data the version was trained on.
-DATA_VERSION_TAG = "vaeops.data_version"
 
 
-# Tasks: one library step each ---------------------------------------------------------------
+class PipelineError(VaeopsError):
+    """`dvc repro` failed inside a flow; the message is the failing stage's own error line."""
 
 
-@task(name="prepare", cache_policy=NO_CACHE)
-def prepare_task(params: Params) -> dict:
-    return prepare(params)
+def reproduce(root: Path, *targets: str) -> str:
+    """`dvc repro [targets]` in the project, as a user runs it; its output. The stage commands
+    (`vaeops ...`) and dvc are found beside this Python, whatever PATH the flow runner has."""
+    bin_dir = Path(sys.executable).parent
+    dvc = shutil.which("dvc", path=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    if dvc is None:
+        raise PipelineError("dvc is not installed beside this Python; pip install dvc")
+    env = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(
+        [dvc, "repro", *targets], cwd=root, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        reasons = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        detail = reasons[-1] if reasons else done.stderr.strip().splitlines()[-1]
+        raise PipelineError(f"dvc repro {' '.join(targets)} in {root} failed: {detail}")
+    return done.stdout
+
+
+# Tasks: one library call each ---------------------------------------------------------------
+
+
+@task(name="check-data", cache_policy=NO_CACHE)
+def check_data_task(params: Params) -> None:
+    verify_data(params.paths.data, params.paths.data_dvc, params.root)
+
+
+@task(name="dvc-repro", cache_policy=NO_CACHE, task_run_name="dvc-repro-{stages}")
+def reproduce_task(params: Params, stages: str = "all") -> str:
+    return reproduce(params.root, *([] if stages == "all" else stages.split(",")))
+
+
+@task(name="open-study", cache_policy=NO_CACHE)
+def open_study_task(params: Params) -> str:
+    return open_study(params)
 
 
 # One retry: train_variant resumes from its last finished epoch, so a worker lost mid-variant
 # costs only the unfinished epochs.
 @task(name="train", cache_policy=NO_CACHE, retries=1, task_run_name="train-{variant.name}")
-def train_task(params: Params, variant: Variant, parent_run_id: str) -> dict:
-    return train_variant(params, variant, parent_run_id=parent_run_id)
-
-
-@task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(params: Params) -> list[dict]:
-    return evaluate_sweep(params)
-
-
-@task(name="summarize", cache_policy=NO_CACHE)
-def summarize_task(params: Params) -> dict:
-    return summarize(params)
-
-
-@task(name="promote", cache_policy=NO_CACHE)
-def promote_task(params: Params) -> dict:
-    return promote(params)
-
-
-@task(name="generate", cache_policy=NO_CACHE)
-def generate_task(params: Params) -> dict:
-    model_uri = registry.alias_uri(params.promote.registered_model, registry.CHAMPION)
-    return generate_batch(params, model_uri, params.paths.generated)
+def train_task(params: Params, variant: Variant, study_run_id: str) -> dict:
+    return train_variant(params, variant, study_run_id)
 
 
 @task(name="check-data-version", cache_policy=NO_CACHE)
@@ -167,11 +181,12 @@ def api_shared_with_workers() -> Iterator[None]:
 
 def train_all(
     params: Params,
-    parent_run_id: str,
+    study_run_id: str,
     workers: int | None = None,
     dask_address: str | None = None,
 ) -> list[dict]:
-    """Train every variant of the sweep as mapped tasks; the train summaries in sweep order.
+    """Train (or restore) every variant of the sweep as mapped tasks; their summaries in sweep
+    order.
 
     The runner is chosen per call (not fixed on the flow) so a deployment's parameters can pick
     local processes or a Dask cluster at run time.
@@ -184,7 +199,7 @@ def train_all(
             {
                 "params": unmapped(params),  # a pydantic model iterates its fields: not mapped
                 "variant": variants,
-                "parent_run_id": unmapped(parent_run_id),
+                "study_run_id": unmapped(study_run_id),
             },
         )
         wait(futures)  # every variant finishes (or fails) before the first failure is raised
@@ -196,63 +211,55 @@ def train_all(
 
 @flow(name="vae-study")
 def study(
-    params_path: str = "params.yaml",
+    params_path: str | None = None,
     workers: int | None = None,
     dask_address: str | None = None,
 ) -> dict:
-    """prepare -> train every variant in parallel -> evaluate -> summarize -> promote -> generate.
+    """The pipeline through DVC with the variants fanned out: check data -> `dvc repro prepare`
+    -> train every variant in parallel -> `dvc repro` (restores them, then evaluate ->
+    summarize -> promote -> generate). Afterwards `dvc status` is clean.
 
-    `workers`: parallel variants (default: one per core); `dask_address`: a Dask scheduler
-    (tcp://host:8786) or 'local' for a LocalCluster; unset: processes on this machine.
+    `params_path`: default the project's params.yaml; `workers`: parallel variants (default: one
+    per core); `dask_address`: a Dask scheduler (tcp://host:8786) or 'local' for a LocalCluster;
+    unset: processes on this machine.
     """
     params = load_params(params_path)
-    tracking.configure_tracking()
-    # Created once up front so parallel train tasks never race to create the sweep's parent.
-    parent_run_id = tracking.sweep_parent_run(params)
-    prepare_task(params)
-    trained = train_all(params, parent_run_id, workers, dask_address)
-    evaluate_task(params)
-    summary = summarize_task(params)
-    promotion = promote_task(params)
-    generated = generate_task(params)
+    check_data_task(params)
+    reproduce_task(params, "prepare")
+    study_run_id = open_study_task(params)
+    trained = train_all(params, study_run_id, workers, dask_address)
+    reproduce_task(params)
+    headline = json.loads((params.paths.metrics / "study.json").read_text())
+    promotion = json.loads((params.paths.metrics / "promotion.json").read_text())
     return {
-        "parent_run_id": parent_run_id,
+        "study_run_id": study_run_id,
         "variants": [row["variant"] for row in trained],
+        "trained": [row["variant"] for row in trained if not row["restored"]],
         "diverged": [row["variant"] for row in trained if row["diverged"]],
-        "leaderboard": str(summary["leaderboard"]),
-        "best_config": summary["best_config"],
-        "promotion": {key: promotion[key] for key in ("decision", "reason", "candidate_variant")},
-        "generated": generated,
+        "best": headline["best"],
+        "promotion": promotion,
     }
 
 
-def aliased_version(client: MlflowClient, name: str, alias: str):
-    """The model version an alias points at, or None (no such model or alias)."""
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-
-
-def retrain_decision(params: Params, dvc_file: Path = Path("data.dvc")) -> tuple[bool, str]:
+def retrain_decision(params: Params) -> tuple[bool, str]:
     """Retrain when there is no @champion or the data changed since it was trained.
 
     A study on new data whose best does not beat the champion leaves @champion on the old data
-    and marks its best @challenger (registry.promote); the challenger's data version counts as
+    and marks its best @challenger (the promote step); the challenger's data version counts as
     studied too, or every scheduled run would retrain the same data again.
     """
-    tracking.configure_tracking()
-    current = tracking.data_version(dvc_file)
+    tracking.configure_tracking(params.root)
+    current = tracking.data_version(params)
     client = MlflowClient()
     name = params.promote.registered_model
-    champion = aliased_version(client, name, registry.CHAMPION)
+    champion = registry.aliased_version(client, name, registry.CHAMPION)
     if champion is None:
         return True, f"{name} has no @{registry.CHAMPION} yet"
     for alias in (registry.CHAMPION, registry.CHALLENGER):
-        version = aliased_version(client, name, alias)
-        if version is not None and version.tags.get(DATA_VERSION_TAG) == current:
+        version = registry.aliased_version(client, name, alias)
+        if version is not None and version.tags.get(tracking.Tag.DATA_VERSION) == current:
             return False, f"data {current} already studied: {name} v{version.version} (@{alias})"
-    trained_on = champion.tags.get(DATA_VERSION_TAG, "unknown")
+    trained_on = champion.tags.get(tracking.Tag.DATA_VERSION, "unknown")
     return True, (
         f"data changed: {name} v{champion.version} (@{registry.CHAMPION}) was trained on "
         f"{trained_on}, data is now {current}"
@@ -261,7 +268,7 @@ def retrain_decision(params: Params, dvc_file: Path = Path("data.dvc")) -> tuple
 
 @flow(name="vae-retrain")
 def retrain(
-    params_path: str = "params.yaml",
+    params_path: str | None = None,
     workers: int | None = None,
     dask_address: str | None = None,
     force: bool = False,
@@ -298,7 +305,7 @@ def validate_cron(cron: str) -> str:
 
 def serve_retrain(
     cron: str = DEFAULT_CRON,
-    params_path: str = "params.yaml",
+    params_path: str | None = None,
     workers: int | None = None,
     dask_address: str | None = None,
     name: str = DEPLOYMENT_NAME,

@@ -12,7 +12,6 @@ that already has a version is not registered again.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import tempfile
@@ -134,17 +133,33 @@ def resolve_version(client: MlflowClient, uri: str):
         ) from None
 
 
-def current_champion(client: MlflowClient, name: str):
+def is_not_found(error: MlflowException) -> bool:
+    """MLflow's "no such model, version or alias"; any other error (a server that is down, a
+    refused request) is not an answer and must not be read as one."""
+    missing_alias = error.error_code == "INVALID_PARAMETER_VALUE" and "not found" in error.message
+    return error.error_code == "RESOURCE_DOES_NOT_EXIST" or missing_alias
+
+
+def aliased_version(client: MlflowClient, name: str, alias: str):
+    """The version an alias points at, or None when the model or the alias does not exist."""
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if not is_not_found(error):
+            raise
         return None
+
+
+def current_champion(client: MlflowClient, name: str):
+    return aliased_version(client, name, CHAMPION)
 
 
 def ensure_registered_model(client: MlflowClient, name: str) -> None:
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as error:
+        if not is_not_found(error):
+            raise
         client.create_registered_model(name)
     client.update_registered_model(name, description=MODEL_DESCRIPTION.format(name=name))
 
@@ -277,7 +292,7 @@ def apply_decision(client: MlflowClient, name: str, decision: Decision) -> None:
         if decision.champion_version is not None:
             client.set_registered_model_alias(name, PREVIOUS_CHAMPION, decision.champion_version)
         client.set_registered_model_alias(name, CHAMPION, candidate)
-        with contextlib.suppress(MlflowException):  # there may be no challenger to clear
+        if aliased_version(client, name, CHALLENGER) is not None:
             client.delete_registered_model_alias(name, CHALLENGER)
     elif decision.champion_version != candidate:
         client.set_registered_model_alias(name, CHALLENGER, candidate)

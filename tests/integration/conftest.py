@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -37,7 +38,7 @@ def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {process.returncode}")
+            raise RuntimeError(f"{Path(process.args[0]).name} exited with {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -58,6 +59,23 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 20) -> None:
             process.wait(timeout)
 
 
+@contextlib.contextmanager
+def background_server(
+    command: list[str], env: dict[str, str], log_path: Path, health_url: str
+) -> Iterator[subprocess.Popen]:
+    """Start a server in its own process group (so teardown stops its workers too), logging to
+    `log_path`; wait until `health_url` answers, and stop the group afterwards."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_until_healthy(health_url, process, timeout=120)
+            yield process
+        finally:
+            stop_process_group(process)
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory) -> Iterator[str]:
     """`prefect server start` on a free loopback port, its state in tmp; yields the API URL."""
@@ -65,21 +83,10 @@ def prefect_server(tmp_path_factory) -> Iterator[str]:
     port = free_loopback_port()
     env = os.environ | TELEMETRY_OFF | {"PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    log = (home / "server.log").open("w")
-    process = subprocess.Popen(
-        [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own group, so teardown stops its workers too
-    )
     api_url = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_until_healthy(f"{api_url}/health", process, timeout=120)
+    command = [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with background_server(command, env, home / "server.log", f"{api_url}/health"):
         yield api_url
-    finally:
-        stop_process_group(process)
-        log.close()
 
 
 @pytest.fixture(scope="session")
@@ -101,38 +108,80 @@ def prefect_api(prefect_server) -> Iterator[str]:
     refresh_global_settings_context()
 
 
+REPO = Path(__file__).resolve().parents[2]
+VAEOPS = Path(sys.executable).with_name("vaeops")
+# What a clone holds that the pipeline needs (data/ comes from `vaeops data fetch`).
+PROJECT_FILES = ("src", ".dvc", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml")
+
+
+def git(root: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def make_dvc_project(root: Path, sections: dict) -> Path:
+    """A fresh git + DVC project in `root` as a clone would be: the repository's pipeline and
+    code, its params.yaml with `sections` merged in, the default dataset fetched (`dvc add`ed),
+    all committed. Returns the params file."""
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(
+                source, root / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__")
+            )
+        else:
+            shutil.copy(source, root / name)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section] |= values
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(root, "init", "-q")
+    subprocess.run([str(VAEOPS), "data", "fetch"], cwd=root, check=True, capture_output=True)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "a study")
+    return root / "params.yaml"
+
+
+@pytest.fixture(scope="session")
+def new_dvc_project():
+    """`new_dvc_project(root, sections)`: see make_dvc_project."""
+    return make_dvc_project
+
+
 @dataclass(frozen=True)
 class StudyWorkspace:
-    """A self-contained study: params.yaml, data.dvc, data/ and an sqlite MLflow store."""
+    """A study project (git + DVC, tiny params, the 5k digits) with its own sqlite MLflow store."""
 
     root: Path
     params_path: Path
     tracking_uri: str
 
-    def set_data_version(self, md5: str) -> None:
-        """What `dvc add` would record after the data changed (only the md5 matters here)."""
-        text = f"outs:\n- md5: {md5}\n  size: 1\n  nfiles: 3\n  hash: md5\n  path: data\n"
-        (self.root / "data.dvc").write_text(text)
-
     def env(self) -> dict[str, str]:
         return {"MLFLOW_TRACKING_URI": self.tracking_uri}
 
+    def fetch_new_data(self, images, labels) -> None:
+        """New digits as a user brings them: IDX files fetched into data/ (`dvc add` rewrites
+        data.dvc) and data.dvc committed."""
+        from vaeops.data.idx import write_idx
 
-def tiny_study_params(root: Path) -> dict:
+        folder = self.root.parent / f"{self.root.name}-new-digits"
+        folder.mkdir()
+        write_idx(folder / "images-idx3-ubyte", images)
+        write_idx(folder / "labels-idx1-ubyte", labels)
+        fetch = [str(VAEOPS), "data", "fetch", "--dataset", f"idx:{folder}"]
+        subprocess.run(fetch, cwd=self.root, check=True, capture_output=True)
+        git(self.root, "commit", "-qam", "data: new digits")
+
+
+def tiny_study_params() -> dict:
     """2 activations x 1 seed (+ the AE baseline), 1 epoch of a 16-unit MLP with 2 latents."""
-    outputs = root / "outputs"
-    names = {
-        "splits": "splits.npz",
-        "variants": "variants",
-        "evaluation": "evaluation",
-        "evaluation_metrics": "evaluation.json",
-        "summary": "summary",
-        "generated": "generated",
-        "promotion": "promotion.json",
-        "checkpoints": "checkpoints",
-    }
     return {
-        "paths": {"data": str(root / "data")} | {k: str(outputs / v) for k, v in names.items()},
         "model": {"hidden": [16], "latent": 2},
         "train": {"epochs": 1, "device": "cpu"},
         "sweep": {"activations": ["relu", "tanh"], "seeds": [0]},
@@ -141,21 +190,17 @@ def tiny_study_params(root: Path) -> dict:
     }
 
 
-def make_study_workspace(root: Path, data_dir: Path) -> StudyWorkspace:
-    shutil.copytree(data_dir, root / "data")
-    params_path = root / "params.yaml"
-    params_path.write_text(yaml.safe_dump(tiny_study_params(root), sort_keys=False))
-    workspace = StudyWorkspace(root, params_path, f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
-    (root / "mlruns").mkdir()
-    workspace.set_data_version("0" * 32 + ".dir")
-    return workspace
+def make_study_workspace(root: Path) -> StudyWorkspace:
+    root.mkdir(parents=True, exist_ok=True)
+    params_path = make_dvc_project(root, tiny_study_params())
+    return StudyWorkspace(root, params_path, f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
 
 
 @pytest.fixture(scope="module")
-def study_workspace(tmp_path_factory, mnist_5k_dir, prefect_api) -> Iterator[StudyWorkspace]:
-    """A fresh workspace, made the working directory (data.dvc and MLflow's artifacts are
-    found relative to it) with MLflow pointed at its store, for the whole module."""
-    workspace = make_study_workspace(tmp_path_factory.mktemp("study"), mnist_5k_dir)
+def study_workspace(tmp_path_factory, prefect_api) -> Iterator[StudyWorkspace]:
+    """A fresh study project, made the working directory, with MLflow pointed at its store,
+    for the whole module."""
+    workspace = make_study_workspace(tmp_path_factory.mktemp("study"))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workspace.root)
         for key, value in workspace.env().items():
@@ -164,9 +209,9 @@ def study_workspace(tmp_path_factory, mnist_5k_dir, prefect_api) -> Iterator[Stu
 
 
 @pytest.fixture
-def second_study_workspace(tmp_path, mnist_5k_dir, study_workspace, monkeypatch) -> StudyWorkspace:
-    """Another fresh workspace with the same params and data, current for one test."""
-    workspace = make_study_workspace(tmp_path / "second-study", mnist_5k_dir)
+def second_study_workspace(tmp_path, study_workspace, monkeypatch) -> StudyWorkspace:
+    """Another fresh study project with the same params and data, current for one test."""
+    workspace = make_study_workspace(tmp_path / "second-study")
     monkeypatch.chdir(workspace.root)
     for key, value in workspace.env().items():
         monkeypatch.setenv(key, value)
@@ -203,3 +248,91 @@ def studied(study_workspace) -> dict:
 
 
 # --- end of the orchestration group ------------------------------------------------------------
+
+
+# --- Tracking and registry (test_tracking.py, test_registry.py, test_postgres_store.py) --------
+
+MLFLOW = Path(sys.executable).with_name("mlflow")
+
+
+@contextlib.contextmanager
+def running_mlflow_server(backend_store_uri: str, folder: Path) -> Iterator[str]:
+    """`mlflow server` on a free loopback port, proxying artifacts to `folder/artifacts` and
+    logging to `folder/server.log`; yields its URL and stops its process group afterwards."""
+    port = free_loopback_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        str(MLFLOW), "server",
+        "--backend-store-uri", backend_store_uri,
+        "--artifacts-destination", str(folder / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    with background_server(
+        command, os.environ | TELEMETRY_OFF, folder / "server.log", f"{url}/health"
+    ):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def start_mlflow_server():
+    """`with start_mlflow_server(backend_store_uri, folder) as url:` a server of that store."""
+    return running_mlflow_server
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory) -> Iterator[str]:
+    """A real MLflow tracking + registry server (sqlite backend, proxied artifacts)."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    with running_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder) as url:
+        yield url
+
+
+def point_tracking_at(uri: str, patch: pytest.MonkeyPatch) -> None:
+    """Make `uri` the store of this process (MLflow's explicit setting outlives environment
+    changes, so it is set too) and of every subprocess a test starts."""
+    import mlflow
+
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def run_steps(params) -> None:
+    """train (every variant of the sweep) -> evaluate -> summarize, in this process."""
+    from vaeops.steps.evaluate import evaluate_sweep
+    from vaeops.steps.summarize import summarize
+    from vaeops.steps.train import train_sweep
+    from vaeops.variants import sweep_variants
+
+    variants = sweep_variants(params)
+    train_sweep(params, variants)
+    evaluate_sweep(params, variants)
+    summarize(params)
+
+
+@pytest.fixture(scope="session")
+def track_with():
+    """`track_with(uri, monkeypatch)`: point this process and its subprocesses at a store."""
+    return point_tracking_at
+
+
+@pytest.fixture(scope="session")
+def make_study(mnist_5k_dir, params_writer):
+    """`make_study(folder, **changes)`: a study in `folder` (the tiny params with `changes`, a
+    copy of the fetched digits in folder/data, the split file prepared); its loaded params."""
+    from vaeops.config import load_params
+    from vaeops.steps.prepare import prepare
+
+    def make(folder: Path, **changes: dict):
+        params = load_params(params_writer(folder, **changes))
+        shutil.copytree(mnist_5k_dir, params.paths.data)
+        prepare(params)
+        return params
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def run_study():
+    """`run_study(params)`: the train, evaluate and summarize steps over the whole sweep."""
+    return run_steps

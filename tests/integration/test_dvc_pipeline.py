@@ -20,7 +20,6 @@ import yaml
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TINY = {
     "model": {"hidden": [32], "latent": 4},
@@ -96,25 +95,10 @@ def registered_versions(project: Path) -> list:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A fresh git + DVC project: the repo's pipeline and code, a tiny params file, the 5k data,
-    committed and reproduced once."""
+def project(tmp_path_factory, new_dvc_project) -> Path:
+    """A fresh clone-like project (tiny params, the 5k digits), reproduced once and committed."""
     root = tmp_path_factory.mktemp("project")
-    for name in ("src", ".dvc", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(
-                source, root / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__")
-            )
-        else:
-            shutil.copy(source, root / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section] |= values
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], root)
-    run(["vaeops", "data", "fetch"], root)
-    commit(root, "init")
+    new_dvc_project(root, TINY)
     run(["dvc", "repro"], root)
     commit(root, "study")
     return root

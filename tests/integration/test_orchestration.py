@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.integration
 
@@ -52,13 +53,21 @@ def test_study_flow_trains_every_variant_under_one_parent_run(studied):
     # Given the study flow ran once on the tiny params against the Prefect server (fixture)
     state, result, workspace = studied["state"], studied["result"], studied["workspace"]
 
-    # Then the flow run completed on the server, with one train task run per variant
+    # Then the flow run completed on the server, with one train task run per variant and the
+    # pipeline reproduced through DVC around them
     assert state.is_completed()
     flow_run, task_runs = flow_run_with_task_runs(state.state_details.flow_run_id)
     assert flow_run.state.is_completed()
-    trained = sorted(run.name for run in task_runs if run.name.startswith("train-"))
-    assert trained == sorted(f"train-{name}" for name in VARIANTS)
+    names = sorted(run.name for run in task_runs)
+    assert [name for name in names if name.startswith("train-")] == sorted(
+        f"train-{name}" for name in VARIANTS
+    )
+    assert {"dvc-repro-prepare", "dvc-repro-all"} <= set(names)
     assert all(run.state.is_completed() for run in task_runs)
+    assert sorted(result["trained"]) == sorted(VARIANTS)
+
+    # And DVC agrees: dvc.lock records the run, nothing is stale
+    assert dvc_status(workspace.root) == {}
 
     # And the leaderboard lists every variant
     with (workspace.root / "outputs" / "summary" / "leaderboard.csv").open() as handle:
@@ -67,14 +76,25 @@ def test_study_flow_trains_every_variant_under_one_parent_run(studied):
 
     # And MLflow holds one parent run with one child per variant
     parents, children = sweep_runs()
-    assert [run.info.run_id for run in parents] == [result["parent_run_id"]]
+    assert [run.info.run_id for run in parents] == [result["study_run_id"]]
     assert sorted(run.info.run_name for run in children) == sorted(VARIANTS)
-    assert {run.data.tags["mlflow.parentRunId"] for run in children} == {result["parent_run_id"]}
+    assert {run.data.tags["mlflow.parentRunId"] for run in children} == {result["study_run_id"]}
     assert all(run.info.status == "FINISHED" for run in children)
 
     # And the best variant was promoted and the batch job ran on it
     assert result["promotion"]["decision"] == "promoted"
-    assert Path(result["generated"]["samples"]).is_file()
+    assert (workspace.root / "outputs" / "generated" / "samples.png").is_file()
+
+
+def dvc_status(root: Path) -> dict:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("dvc")), "status", "--json"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout)
 
 
 def run_flow_cli(name: str, workspace) -> dict:
@@ -93,38 +113,43 @@ def run_flow_cli(name: str, workspace) -> dict:
     return json.loads("\n".join(lines[start:]))
 
 
-def test_retrain_skips_unchanged_data_and_runs_on_new_data(studied):
+def test_retrain_skips_unchanged_data_and_runs_on_new_data(studied, mnist_5k):
     from mlflow.tracking import MlflowClient
 
     from vaeops.orchestration import retrain
 
     workspace = studied["workspace"]
     champion = MlflowClient().get_model_version_by_alias("vae-mnist", "champion")
+    recorded = yaml.safe_load((workspace.root / "data.dvc").read_text())["outs"][0]["md5"]
 
     # Given the champion was trained on the data version in data.dvc
-    assert champion.tags["vaeops.data_version"] == "0" * 32 + ".dir"
+    assert champion.tags["vaeops.data_version"] == recorded
     # When the retrain flow runs, Then it skips
     skipped = retrain(params_path=str(workspace.params_path))
     assert skipped["retrained"] is False
     assert "already studied" in skipped["reason"]
 
-    # Given new data (data.dvc records another md5)
-    workspace.set_data_version("1" * 32 + ".dir")
-    # When `vaeops flow retrain` runs, Then it runs the study on it: a new sweep
+    # Given new digits, fetched and committed: the 5k digits mirrored left to right
+    images, labels = mnist_5k
+    workspace.fetch_new_data(images[:, :, ::-1].copy(), labels)
+    # When `vaeops flow retrain` runs, Then it runs the study on them: every variant anew
     ran = run_flow_cli("retrain", workspace)
     assert ran["retrained"] is True
     assert "data changed" in ran["reason"]
-    assert ran["parent_run_id"] != studied["result"]["parent_run_id"]
+    assert ran["study_run_id"] != studied["result"]["study_run_id"]
+    assert sorted(ran["trained"]) == sorted(VARIANTS)
     assert len(sweep_runs()[0]) == 2
-    # And the same digits under a new md5 train an equal model: no gain, the champion stays
-    assert ran["promotion"]["decision"] == "kept"
-    unchanged = MlflowClient().get_model_version_by_alias("vae-mnist", "champion")
-    assert unchanged.version == champion.version
+    # And the champion moved only if the challenger beat it by the margin
+    promotion = ran["promotion"]
+    assert promotion["decision"] in {"promoted", "kept"}
+    now = MlflowClient().get_model_version_by_alias("vae-mnist", "champion")
+    assert (now.version != champion.version) == (promotion["decision"] == "promoted")
+    assert dvc_status(workspace.root) == {}
 
-    # When it runs again on that data, Then it skips: the kept challenger studied it
+    # When it runs again on that data, Then it skips: it was studied
     again = retrain(params_path=str(workspace.params_path))
     assert again["retrained"] is False
-    assert "@challenger" in again["reason"]
+    assert "already studied" in again["reason"]
 
 
 def wait_for_deployment(name: str, runner: subprocess.Popen, timeout: float = 120):
@@ -170,10 +195,10 @@ def test_dask_fan_out_on_a_local_cluster_matches_the_process_fan_out(
     pytest.importorskip("prefect_dask", reason=DASK_MISSING)
     from prefect import flow
 
-    from vaeops import tracking
     from vaeops.config import load_params
     from vaeops.orchestration import train_all
     from vaeops.steps.prepare import prepare
+    from vaeops.steps.train import open_study
 
     # Given a second workspace with the same params and data as the studied one, current
     # before the cluster starts: its worker processes inherit the directory and environment
@@ -182,8 +207,7 @@ def test_dask_fan_out_on_a_local_cluster_matches_the_process_fan_out(
     @flow(name="dask-fan-out")
     def fan_out(address: str) -> list[dict]:
         prepare(params)
-        tracking.configure_tracking()
-        return train_all(params, tracking.sweep_parent_run(params), dask_address=address)
+        return train_all(params, open_study(params), dask_address=address)
 
     # When the variants train on a LocalCluster of 2 single-threaded worker processes
     with LocalCluster(

@@ -3,14 +3,10 @@ with a sweep trained, promoted and loaded through it. Skips when PostgreSQL is n
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 
 import numpy as np
 import pytest
-import yaml
 
 pytestmark = pytest.mark.integration
 
@@ -43,54 +39,33 @@ def postgres_database():
 
 
 @pytest.fixture
-def postgres_mlflow_server(postgres_database, tmp_path):
-    from test_registry import free_port, wait_for_health
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(os.path.join(os.path.dirname(sys.executable), "mlflow")), "server",
-            "--backend-store-uri", postgres_database,
-            "--artifacts-destination", str(tmp_path / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )  # fmt: skip
-    try:
-        wait_for_health(url, process, timeout=120)
+def postgres_mlflow_server(postgres_database, tmp_path, start_mlflow_server):
+    with start_mlflow_server(postgres_database, tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def test_sweep_promote_and_load_through_a_postgres_backed_server(
-    postgres_mlflow_server, tiny_params_file, tmp_path, monkeypatch
+    postgres_mlflow_server, tmp_path, make_study, run_study, track_with, monkeypatch
 ):
     """Given an MLflow server on PostgreSQL, when a tiny sweep is trained and promoted through
     it, then the champion alias resolves and the model loads and predicts from that server."""
     import mlflow
-    from test_registry import run_sweep
 
-    from vaeops.registry import promote
+    from vaeops.steps.promote import promote
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres_mlflow_server)
-    raw = yaml.safe_load(tiny_params_file.read_text())
-    raw["train"]["epochs"] = 1
-    tiny_params_file.write_text(yaml.safe_dump(raw))
-    params = run_sweep(tiny_params_file)
+    track_with(postgres_mlflow_server, monkeypatch)
+    params = make_study(tmp_path / "study", train={"epochs": 1})
+    run_study(params)
 
     decision = promote(params)
 
     assert decision["decision"] == "promoted"
     client = mlflow.MlflowClient()
     champion = client.get_model_version_by_alias(params.promote.registered_model, "champion")
-    assert champion.version == decision["candidate_version"]
+    assert int(champion.version) == decision["candidate"]["version"]
+    assert champion.tags["vaeops.variant"] == decision["candidate"]["variant"]
     model = mlflow.pyfunc.load_model(f"models:/{params.promote.registered_model}@champion")
     images = np.random.default_rng(0).random((2, 784), dtype=np.float32)
-    assert model.predict(images).shape == (2, 784)
+    reconstructions = model.predict(images)
+    assert reconstructions.shape == (2, 784)
+    assert reconstructions.min() >= 0 and reconstructions.max() <= 1

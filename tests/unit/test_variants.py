@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from vaeops.config import ACTIVATION_NAMES, ConfigError, parse_params
-from vaeops.models import ModelSpec
 from vaeops.variants import Variant, select_variants, sweep_variants
 
 PARAMS = parse_params(
@@ -39,8 +38,15 @@ def test_given_a_sweep_when_listed_then_each_activation_seed_pair_and_the_baseli
     assert names == SWEEP_NAMES
 
 
-def test_given_the_default_params_when_listed_then_one_vae_and_one_baseline():
-    assert sweep_variants(parse_params({})) == [Variant("vae", "relu", 0), Variant("ae", "relu", 0)]
+def test_given_the_default_params_when_listed_then_every_activation_seed_pair_and_the_baselines():
+    params = parse_params({})
+
+    variants = sweep_variants(params)
+
+    vaes = [Variant("vae", name, seed) for name in params.sweep.activations for seed in (0, 1, 2)]
+    baselines = [Variant("ae", "relu", seed) for seed in (0, 1, 2)]
+    assert variants == vaes + baselines
+    assert len(variants) == 12 * 3 + 3
 
 
 @pytest.mark.parametrize(
@@ -90,13 +96,8 @@ def test_given_a_variant_when_asked_for_folders_and_spec_then_they_follow_params
 
     assert variant.train_dir(PARAMS) == Path("out/variants/vae-gelu-s7")
     assert variant.eval_dir(PARAMS) == Path("out/evaluation/vae-gelu-s7")
-    assert variant.model_spec(PARAMS.model, (1, 28, 28)) == ModelSpec(
-        kind="vae",
-        architecture="mlp",
-        activation="gelu",
-        decoder_activation="tanh",
-        hidden=(32, 8),
-        latent=3,
-        dropout=0.0,
-        image_shape=(1, 28, 28),
-    )
+    spec = variant.model_spec(PARAMS.model, (1, 28, 28))
+
+    assert (spec.kind, spec.activation, spec.decoder_activation) == ("vae", "gelu", "tanh")
+    assert (spec.architecture, spec.hidden, spec.latent) == ("mlp", (32, 8), 3)
+    assert (spec.dropout, spec.image_shape) == (0.0, (1, 28, 28))
