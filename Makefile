@@ -37,5 +37,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Prints the link that opens the study's runs table (MLflow 3 opens on a GenAI overview otherwise).
 ui: setup
+	@vaeops where | tail -n 1
 	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000

@@ -33,9 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +47,7 @@ from vaeops import registry, tracking
 from vaeops.config import ConfigError, Params, load_params
 from vaeops.data.versioning import verify_data
 from vaeops.errors import VaeopsError
+from vaeops.project import find_tool, tool_path
 from vaeops.steps.train import open_study, train_variant
 from vaeops.variants import Variant, sweep_variants
 
@@ -64,13 +63,9 @@ class PipelineError(VaeopsError):
 def reproduce(root: Path, *targets: str) -> str:
     """`dvc repro [targets]` in the project, as a user runs it; its output. The stage commands
     (`vaeops ...`) and dvc are found beside this Python, whatever PATH the flow runner has."""
-    bin_dir = Path(sys.executable).parent
-    dvc = shutil.which("dvc", path=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    if dvc is None:
-        raise PipelineError("dvc is not installed beside this Python; pip install dvc")
-    env = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = os.environ | {"PATH": tool_path()}
     done = subprocess.run(
-        [dvc, "repro", *targets], cwd=root, env=env, capture_output=True, text=True
+        [find_tool("dvc"), "repro", *targets], cwd=root, env=env, capture_output=True, text=True
     )
     if done.returncode != 0:
         reasons = [line for line in done.stderr.splitlines() if line.startswith("error:")]

@@ -9,6 +9,8 @@ nothing.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 from vaeops.errors import VaeopsError
@@ -44,3 +46,16 @@ def store_root(root: Path) -> Path:
     if dvc_root and (Path(dvc_root) / PIPELINE_FILE).is_file():
         return Path(dvc_root).resolve()
     return root
+
+
+def tool_path() -> str:
+    """PATH with this Python's own bin folder first: the project's dvc and vaeops commands are
+    found there even when the caller's PATH (a scheduler's, a test runner's) lacks the venv."""
+    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def find_tool(name: str) -> str:
+    found = shutil.which(name, path=tool_path())
+    if found is None:
+        raise VaeopsError(f"{name} is not installed beside {sys.executable} nor on PATH")
+    return found

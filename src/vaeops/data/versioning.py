@@ -3,11 +3,11 @@ reads data/ first checks that the folder still is that version."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 from vaeops.errors import VaeopsError
+from vaeops.project import find_tool
 
 
 class DataVersionError(VaeopsError):
@@ -18,10 +18,9 @@ def record_data_version(data_dir: Path, root: Path) -> str:
     """`dvc add` the folder when the project is a DVC project; returns what to tell the user."""
     if not (root / ".dvc").is_dir():
         return f"{root} is not a DVC project: {data_dir.name}.dvc not updated"
-    dvc = shutil.which("dvc")
-    if dvc is None:
-        raise VaeopsError("dvc is not on PATH; activate the project's virtual environment (.venv)")
-    result = subprocess.run([dvc, "add", str(data_dir)], capture_output=True, text=True, cwd=root)
+    result = subprocess.run(
+        [find_tool("dvc"), "add", str(data_dir)], capture_output=True, text=True, cwd=root
+    )
     if result.returncode != 0:
         raise VaeopsError(f"dvc add {data_dir} failed: {result.stderr.strip()}")
     return (
