@@ -5,10 +5,12 @@ tracks holds a time). Each `dvc repro` is timed as a whole, and split per stage 
 DVC announces each stage ("Running stage 'train':") on its output, as it arrives.
 
 In order, in the scratch copy:
-1. the full default `dvc repro`, with the default sweep minus one activation (`softplus`),
-2. that activation appended to `sweep.activations` again, and the `dvc repro` it causes (what
-   adding an activation to the study costs),
-3. the no-op `dvc repro` right after (DVC's fixed cost: hashing, locking, status),
+1. the full default `dvc repro` (every variant trained: the scratch store is empty),
+2. one activation (`softplus`) taken out of `sweep.activations` and its variants deleted from
+   the scratch MLflow store, as if never trained, and the `dvc repro` that follows,
+3. that activation appended again, and the `dvc repro` it causes: what adding an activation to
+   the study costs (its 3 variants trained, the 36 others restored from the store),
+4. the no-op `dvc repro` right after (DVC's fixed cost: hashing, locking, status),
 then the start-up costs a stage pays (`vaeops --help`, fresh-interpreter imports), MLflow's
 per-epoch logging, and the train-only sweep time against the number of variants.
 
@@ -231,24 +233,34 @@ def without(activations: list[str], name: str) -> list[str]:
     return [activation for activation in activations if activation != name]
 
 
-def clear_trained(scratch: Path) -> None:
-    params = yaml.safe_load((scratch / "params.yaml").read_text())["paths"]
+def forget_trained(scratch: Path, env: dict[str, str], activation: str | None = None) -> None:
+    """Delete trained variants (all, or one activation's) from the scratch copy's outputs and
+    its MLflow store, so that the next run trains them instead of restoring them."""
+    from mlflow.tracking import MlflowClient
+
+    paths = yaml.safe_load((scratch / "params.yaml").read_text())["paths"]
     for key in ("variants", "checkpoints"):
-        shutil.rmtree(scratch / params[key], ignore_errors=True)
+        shutil.rmtree(scratch / paths[key], ignore_errors=True)
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    query = "tags.`vaeops.role` = 'variant'"
+    if activation is not None:
+        query += f" and tags.`vaeops.activation` = '{activation}'"
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    for run in client.search_runs(experiments, filter_string=query, max_results=10_000):
+        client.delete_run(run.info.run_id)
 
 
 # The Prefect fan-out of the study flow (vaeops.orchestration.train_all), inside a flow so that its
 # pool workers share the flow's API server instead of each starting a temporary one.
 PARALLEL_TRAIN = (
     "from prefect import flow\n"
-    "from vaeops import tracking\n"
     "from vaeops.config import load_params\n"
     "from vaeops.orchestration import train_all\n"
+    "from vaeops.steps.train import open_study\n"
     "@flow(name='bench-train-fan-out')\n"
     "def fan_out():\n"
-    "    params = load_params('params.yaml')\n"
-    "    tracking.configure_tracking()\n"
-    "    return train_all(params, tracking.sweep_parent_run(params))\n"
+    "    params = load_params()\n"
+    "    return train_all(params, open_study(params))\n"
     "fan_out()\n"
 )
 
@@ -261,9 +273,9 @@ def sweep_scaling(scratch: Path, env: dict[str, str], counts: list[int]) -> list
     for count in counts:
         # One seed of the first N activations: N VAE variants and the AE baseline.
         edit_sweep(scratch, activations=activations[:count], seeds=[0])
-        clear_trained(scratch)
+        forget_trained(scratch, env)
         sequential = timed(["dvc", "repro", "train"], scratch, env, 1)[0]
-        clear_trained(scratch)
+        forget_trained(scratch, env)
         parallel = timed([sys.executable, "-c", PARALLEL_TRAIN], scratch, env, 1)[0]
         rows.append(
             {
@@ -277,19 +289,23 @@ def sweep_scaling(scratch: Path, env: dict[str, str], counts: list[int]) -> list
 
 
 def study_repros(scratch: Path, env: dict[str, str]) -> dict:
-    """The full repro less one activation, the repro after appending it, the no-op repro."""
+    """The full repro, the repro after adding an activation never trained, the no-op repro."""
     activations = sweep_activations(scratch)
-    edit_sweep(scratch, activations=without(activations, ADDED_ACTIVATION))
     full, full_stages = repro(scratch, env)
-    edit_sweep(scratch, activations=[*without(activations, ADDED_ACTIVATION), ADDED_ACTIVATION])
+    edit_sweep(scratch, activations=without(activations, ADDED_ACTIVATION))
+    forget_trained(scratch, env, ADDED_ACTIVATION)
+    removed, _ = repro(scratch, env)
+    edit_sweep(scratch, activations=activations)
     added, added_stages = repro(scratch, env)
     noop = timed(["dvc", "repro"], scratch, env, 3)
     return {
         "full_repro_seconds": full,
         "full_repro_stage_seconds": full_stages,
+        "remove_one_activation_seconds": removed,
         "added_activation": ADDED_ACTIVATION,
         "add_one_activation_seconds": added,
         "add_one_activation_stage_seconds": added_stages,
+        "add_one_over_full": added / full,
         "noop_repro_seconds": statistics.median(noop),
         "noop_repro_runs": noop,
     }
