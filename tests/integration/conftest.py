@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -244,7 +245,14 @@ def studied(study_workspace) -> dict:
     from vaeops.orchestration import study
 
     state = study(params_path=str(study_workspace.params_path), return_state=True)
-    return {"state": state, "result": state.result(), "workspace": study_workspace}
+    summaries = (study_workspace.root / "outputs" / "variants").glob("*/train.json")
+    trained = {path.parent.name: json.loads(path.read_text()) for path in summaries}
+    return {
+        "state": state,
+        "result": state.result(),
+        "workspace": study_workspace,
+        "train_summaries": trained,  # as this study left them, before later tests change data
+    }
 
 
 # --- end of the orchestration group ------------------------------------------------------------
