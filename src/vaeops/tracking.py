@@ -81,12 +81,17 @@ def default_store(root: Path) -> Path:
     return store_root(root) / "mlruns"
 
 
+def default_tracking_uri(root: Path) -> str:
+    return f"sqlite:///{default_store(root)}/mlflow.db"
+
+
 def tracking_uri(root: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_store(root)}/mlflow.db"
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
 
 
 def uses_default_store(root: Path) -> bool:
-    return "MLFLOW_TRACKING_URI" not in os.environ
+    # Compared by value: mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI.
+    return tracking_uri(root) == default_tracking_uri(root)
 
 
 def configure_tracking(root: Path) -> str:
