@@ -6,8 +6,9 @@ DVC announces each stage ("Running stage 'train':") on its output, as it arrives
 
 In order, in the scratch copy:
 1. the full default `dvc repro` (every variant trained: the scratch store is empty),
-2. one activation (`softplus`) taken out of `sweep.activations` and its variants deleted from
-   the scratch MLflow store, as if never trained, and the `dvc repro` that follows,
+2. one activation (`softplus`) taken out of `sweep.activations`, its variants deleted from the
+   scratch MLflow store and DVC's run-cache emptied (as if never run), and the `dvc repro`
+   that follows,
 3. that activation appended again, and the `dvc repro` it causes: what adding an activation to
    the study costs (its 3 variants trained, the 36 others restored from the store),
 4. the no-op `dvc repro` right after (DVC's fixed cost: hashing, locking, status),
@@ -241,6 +242,8 @@ def forget_trained(scratch: Path, env: dict[str, str], activation: str | None = 
     paths = yaml.safe_load((scratch / "params.yaml").read_text())["paths"]
     for key in ("variants", "checkpoints"):
         shutil.rmtree(scratch / paths[key], ignore_errors=True)
+    # DVC's run-cache would restore the stages of a sweep it ran before instead of running them.
+    shutil.rmtree(scratch / ".dvc" / "cache" / "runs", ignore_errors=True)
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     query = "tags.`vaeops.role` = 'variant'"
     if activation is not None:

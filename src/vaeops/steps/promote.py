@@ -114,6 +114,10 @@ def promote(params: Params) -> dict:
     tracking.close_study_run(sweep_run_id)
     summary = promotion_metrics(decision, best)
     write_json(params.paths.metrics / "promotion.json", summary)
+    write_json(
+        params.paths.metrics / "registered_versions.json",
+        {variant: int(version.version) for variant, version in versions.items()},
+    )
     return summary | {
         "registered_model": name,
         "registered_versions": len(versions),
