@@ -9,7 +9,6 @@ from vaeops.config import Params
 from vaeops.outputs import EVAL_FILE, TRAIN_FILE, read_json
 from vaeops.variants import Variant, sweep_variants
 
-
 # The figures of a variant that registered model versions carry as tags.
 KEY_METRICS = (
     "val/iwae_nll",
