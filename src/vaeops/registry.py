@@ -177,9 +177,17 @@ def version_tags(row: dict, sweep_run_id: str, data_version: str) -> dict[str, s
     return tags | {key: str(row[key]) for key in KEY_METRICS if row.get(key) is not None}
 
 
-def find_version_for_run(client: MlflowClient, name: str, run_id: str):
-    found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-    return found[0] if found else None
+def versions_by_run(client: MlflowClient, name: str) -> dict[str, object]:
+    """The registered model's versions by the run that trained them (one paged search)."""
+    versions: dict[str, object] = {}
+    token = None
+    while True:
+        page = client.search_model_versions(f"name='{name}'", max_results=1000, page_token=token)
+        for version in page:
+            versions.setdefault(version.run_id, version)
+        token = page.token
+        if not token:
+            return versions
 
 
 def carried_code(folder: Path) -> Path:
@@ -227,16 +235,12 @@ def log_model(model_dir: Path, example: np.ndarray) -> str:
 def register_variant(
     client: MlflowClient,
     name: str,
-    row: dict,
     run_id: str,
     model_dir: Path,
     example: np.ndarray,
     tags: dict[str, str],
 ):
-    """Log the variant's pyfunc model into its run and register it, once per run."""
-    existing = find_version_for_run(client, name, run_id)
-    if existing is not None:
-        return existing
+    """Log the variant's pyfunc model into its run and register it as a new version."""
     with mlflow.start_run(run_id=run_id):
         model_uri = log_model(model_dir, example)
     weights = client.get_run(run_id).data.tags.get(Tag.WEIGHTS_DIGEST)

@@ -120,7 +120,7 @@ def test_given_registered_versions_when_read_then_each_is_its_variants_training_
     from mlflow.tracking import MlflowClient
 
     from vaeops.steps.promote import promote
-    from vaeops.tracking import Tag, find_stored_variant
+    from vaeops.tracking import Tag, stored_variants
 
     promote(study["weak"])  # registers the sweep, whatever ran before
     client = MlflowClient()
@@ -134,7 +134,7 @@ def test_given_registered_versions_when_read_then_each_is_its_variants_training_
         assert run.data.tags[Tag.ROLE] == "variant"
         assert run.data.tags[Tag.IDENTITY] == identity
         assert run.data.tags[Tag.VARIANT] == version.tags[Tag.VARIANT]
-        assert find_stored_variant(study["weak"], identity).info.run_id == version.run_id
+        assert stored_variants(study["weak"])[identity].info.run_id == version.run_id
 
 
 def test_given_an_unchanged_sweep_when_promoted_again_then_nothing_is_registered_or_moved(study):

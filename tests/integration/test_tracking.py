@@ -33,9 +33,9 @@ def experiment_runs(params) -> list:
 
 def stored_run(params, summary: dict):
     """The MLflow run that holds a trained variant (found by its identity, as the steps do)."""
-    from vaeops.tracking import find_stored_variant
+    from vaeops.tracking import stored_variants
 
-    run = find_stored_variant(params, summary["identity"])
+    run = stored_variants(params).get(summary["identity"])
     assert run is not None, f"{summary['variant']} is not stored"
     return run
 

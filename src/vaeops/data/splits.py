@@ -7,17 +7,21 @@ everything downstream of prepare is independent of which source produced the dat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import torch
 
 from vaeops.config import PrepareConfig
 from vaeops.data.sources import read_pool
 
+if TYPE_CHECKING:
+    import torch
+
 SPLITS = ("train", "val", "test")
 
 
+# torch is imported where a split is loaded, not here: `prepare` needs only numpy, and importing
+# torch would double the start-up of a stage that reruns on every edit of params.yaml.
 class Split(NamedTuple):
     images: torch.Tensor  # (n, 1, H, W) float32 in [0, 1]
     labels: torch.Tensor  # (n,) int64
@@ -62,6 +66,8 @@ def prepare_splits(data_dir: Path, out_path: Path, config: PrepareConfig) -> dic
 
 def load_split(path: Path, name: str, device: str | torch.device = "cpu") -> Split:
     """One split as float tensors, read once into memory (the training loop batches from them)."""
+    import torch
+
     if name not in SPLITS:
         raise ValueError(f"unknown split '{name}'; valid: {', '.join(SPLITS)}")
     if not Path(path).is_file():

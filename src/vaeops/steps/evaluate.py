@@ -75,16 +75,19 @@ def compute_evaluation(
     return metrics
 
 
-def evaluate_variant(params: Params, variant: Variant, splits: dict[str, torch.Tensor]) -> dict:
+def evaluate_variant(
+    params: Params, variant: Variant, splits: dict[str, torch.Tensor], stored: dict
+) -> dict:
     """The variant's evaluation folder (eval.json and preview grids): restored from its run if
-    the same evaluation was computed before, else computed now and stored there."""
+    the same evaluation was computed before, else computed now and stored there. `stored`:
+    the store's index (tracking.stored_variants)."""
     trained = read_json(variant.train_dir(params) / TRAIN_FILE)
     out_dir = variant.eval_dir(params)
     if trained["diverged"]:
         metrics = {"variant": variant.name, "diverged": True}
         write_json(out_dir / EVAL_FILE, metrics)
         return metrics
-    run_id = tracking.variant_run_id(params, trained["identity"])
+    run_id = tracking.stored_run_id(stored, trained["identity"])
     key = evaluation_key(params, trained["identity"])
     if tracking.has_evaluation(run_id, key):
         tracking.restore_evaluation(run_id, key, out_dir)
@@ -105,4 +108,5 @@ def evaluate_sweep(params: Params, variants: list[Variant]) -> list[dict]:
         name: load_split(params.paths.splits, name, device).images for name in ("val", "test")
     }
     tracking.configure_tracking(params.root)
-    return [evaluate_variant(params, variant, splits) for variant in variants]
+    stored = tracking.stored_variants(params)
+    return [evaluate_variant(params, variant, splits, stored) for variant in variants]

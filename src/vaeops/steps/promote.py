@@ -43,16 +43,18 @@ def register_sweep(params: Params, rows: list[dict], sweep_run_id: str) -> dict[
     registry.ensure_registered_model(client, name)
     example = load_split(params.paths.splits, "val").images[:2].flatten(1).numpy()
     data_version = tracking.data_version(params)
+    stored = tracking.stored_variants(params)
+    registered = registry.versions_by_run(client, name)
     versions = {}
     for row in rows:
         if row["diverged"]:
             continue
         variant = Variant(row["kind"], row["activation"], row["seed"])
-        versions[row["variant"]] = registry.register_variant(
+        run_id = tracking.stored_run_id(stored, row["identity"])
+        versions[row["variant"]] = registered.get(run_id) or registry.register_variant(
             client,
             name,
-            row,
-            tracking.variant_run_id(params, row["identity"]),
+            run_id,
             variant.train_dir(params),
             example,
             registry.version_tags(row, sweep_run_id, data_version),

@@ -108,14 +108,20 @@ def fit_variant(params: Params, variant: Variant, identity: str, study_run_id: s
     return summary
 
 
-def train_variant(params: Params, variant: Variant, study_run_id: str) -> dict:
+def train_variant(
+    params: Params, variant: Variant, study_run_id: str, stored: dict | None = None
+) -> dict:
     """The variant's outputs folder: restored from the store if this identity was trained
-    before, else trained now. Returns its train.json and whether it was restored."""
+    before, else trained now. Returns its train.json and whether it was restored.
+
+    `stored`: the store's index (tracking.stored_variants), when the caller has it already.
+    """
     identity = variant_identity(params, variant)
-    stored = tracking.find_stored_variant(params, identity)
     if stored is None:
+        stored = tracking.stored_variants(params)
+    if identity not in stored:
         return fit_variant(params, variant, identity, study_run_id) | {"restored": False}
-    tracking.restore_variant(stored.info.run_id, variant.train_dir(params))
+    tracking.restore_variant(stored[identity].info.run_id, variant.train_dir(params))
     return read_json(variant.train_dir(params) / TRAIN_FILE) | {"restored": True}
 
 
@@ -129,6 +135,7 @@ def open_study(params: Params) -> str:
 def train_sweep(params: Params, variants: list[Variant]) -> list[dict]:
     """Train (or restore) `variants` one after another under the study run; their summaries."""
     study_run_id = open_study(params)
-    summaries = [train_variant(params, variant, study_run_id) for variant in variants]
+    stored = tracking.stored_variants(params)
+    summaries = [train_variant(params, variant, study_run_id, stored) for variant in variants]
     tracking.close_study_run(study_run_id)
     return summaries
