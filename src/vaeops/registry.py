@@ -6,8 +6,8 @@ becomes `@champion` only if it beats the current champion, re-evaluated by the p
 the same validation split with the same code and seed, by at least `min_margin`; otherwise it is
 aliased `@challenger` and the champion stays. The test split is never used to choose.
 
-A version is registered once per trained model: the variant's run holds the model, and a run
-that already has a version is not registered again.
+A version is registered once per distinct model: the same variant, data version and weights
+(`model_key`) are never registered twice, even when a code change retrained them identically.
 """
 
 from __future__ import annotations
@@ -177,14 +177,26 @@ def version_tags(row: dict, sweep_run_id: str, data_version: str) -> dict[str, s
     return tags | {key: str(row[key]) for key in KEY_METRICS if row.get(key) is not None}
 
 
-def versions_by_run(client: MlflowClient, name: str) -> dict[str, object]:
-    """The registered model's versions by the run that trained them (one paged search)."""
-    versions: dict[str, object] = {}
+def model_key(variant: str, data_version: str, weights_digest: str) -> tuple[str, str, str]:
+    """What makes two versions the same model: the variant, its data and its exact weights."""
+    return (variant, data_version, weights_digest)
+
+
+def registered_versions(client: MlflowClient, name: str) -> dict[tuple[str, str, str], object]:
+    """The registered model's versions by `model_key` (one paged search), the oldest kept."""
+    versions: dict[tuple[str, str, str], object] = {}
     token = None
     while True:
         page = client.search_model_versions(f"name='{name}'", max_results=1000, page_token=token)
         for version in page:
-            versions.setdefault(version.run_id, version)
+            tags = version.tags
+            key = model_key(
+                tags.get(Tag.VARIANT, ""),
+                tags.get(Tag.DATA_VERSION, ""),
+                tags.get(Tag.WEIGHTS_DIGEST, ""),
+            )
+            if key not in versions or int(version.version) < int(versions[key].version):
+                versions[key] = version
         token = page.token
         if not token:
             return versions
@@ -235,18 +247,17 @@ def log_model(model_dir: Path, example: np.ndarray) -> str:
 def register_variant(
     client: MlflowClient,
     name: str,
-    run_id: str,
+    run,
     model_dir: Path,
     example: np.ndarray,
     tags: dict[str, str],
 ):
-    """Log the variant's pyfunc model into its run and register it as a new version."""
-    with mlflow.start_run(run_id=run_id):
+    """Log the variant's pyfunc model into its training run and register it as a new version,
+    which links back to that run."""
+    with mlflow.start_run(run_id=run.info.run_id):
         model_uri = log_model(model_dir, example)
-    weights = client.get_run(run_id).data.tags.get(Tag.WEIGHTS_DIGEST)
-    return mlflow.register_model(
-        model_uri, name, tags=tags | ({Tag.WEIGHTS_DIGEST: weights} if weights else {})
-    )
+    weights = run.data.tags.get(Tag.WEIGHTS_DIGEST, "")
+    return mlflow.register_model(model_uri, name, tags=tags | {Tag.WEIGHTS_DIGEST: weights})
 
 
 def download_version(version) -> Path:

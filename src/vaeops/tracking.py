@@ -231,13 +231,14 @@ def stored_variants(params: Params) -> dict[str, Run]:
             return stored
 
 
-def stored_run_id(stored: dict[str, Run], identity: str) -> str:
+def stored_run(stored: dict[str, Run], identity: str) -> Run:
+    """The run that stores the variant of `identity`; a clear error where there is none."""
     if identity not in stored:
         raise TrackingError(
             f"no stored run of variant {identity[:12]} in {mlflow.get_tracking_uri()}; "
             "run the train step (dvc repro) against this tracking store first"
         )
-    return stored[identity].info.run_id
+    return stored[identity]
 
 
 def start_variant_run(

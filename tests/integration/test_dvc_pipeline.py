@@ -223,6 +223,22 @@ def test_adding_an_activation_trains_and_registers_only_its_variant(project):
     commit(project, "gelu")
 
 
+def test_code_that_retrains_identical_weights_registers_nothing_new(project):
+    train_step = project / "src/vaeops/steps/train.py"
+    versions_before = len(registered_versions(project))
+    runs_before = len(study_runs(project))
+    before = json.loads((project / "metrics/promotion.json").read_text())
+    train_step.write_text(train_step.read_text() + "\n# a comment changes the code digest\n")
+    output = run(["dvc", "repro"], project).stdout
+    assert "4 variants trained, 0 restored from the store" in output  # new identities
+    assert len(study_runs(project)) > runs_before
+    assert len(registered_versions(project)) == versions_before  # same weights: same versions
+    after = json.loads((project / "metrics/promotion.json").read_text())
+    assert after["candidate"]["version"] == before["candidate"]["version"]
+    assert after["champion"]["version"] == before["champion"]["version"]
+    commit(project, "a comment in the train step")
+
+
 def test_a_misspelt_section_fails_repro_with_the_key_named_before_training(project):
     (project / "params.yaml").write_text(
         (project / "params.yaml").read_text() + "trian:\n  epochs: 3\n"

@@ -87,7 +87,7 @@ def evaluate_variant(
         metrics = {"variant": variant.name, "diverged": True}
         write_json(out_dir / EVAL_FILE, metrics)
         return metrics
-    run_id = tracking.stored_run_id(stored, trained["identity"])
+    run_id = tracking.stored_run(stored, trained["identity"]).info.run_id
     key = evaluation_key(params, trained["identity"])
     if tracking.has_evaluation(run_id, key):
         tracking.restore_evaluation(run_id, key, out_dir)

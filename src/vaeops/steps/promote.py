@@ -44,21 +44,25 @@ def register_sweep(params: Params, rows: list[dict], sweep_run_id: str) -> dict[
     example = load_split(params.paths.splits, "val").images[:2].flatten(1).numpy()
     data_version = tracking.data_version(params)
     stored = tracking.stored_variants(params)
-    registered = registry.versions_by_run(client, name)
+    registered = registry.registered_versions(client, name)
     versions = {}
     for row in rows:
         if row["diverged"]:
             continue
-        variant = Variant(row["kind"], row["activation"], row["seed"])
-        run_id = tracking.stored_run_id(stored, row["identity"])
-        versions[row["variant"]] = registered.get(run_id) or registry.register_variant(
-            client,
-            name,
-            run_id,
-            variant.train_dir(params),
-            example,
-            registry.version_tags(row, sweep_run_id, data_version),
-        )
+        run = tracking.stored_run(stored, row["identity"])
+        weights = run.data.tags.get(tracking.Tag.WEIGHTS_DIGEST, "")
+        key = registry.model_key(row["variant"], data_version, weights)
+        if key not in registered:
+            variant = Variant(row["kind"], row["activation"], row["seed"])
+            registered[key] = registry.register_variant(
+                client,
+                name,
+                run,
+                variant.train_dir(params),
+                example,
+                registry.version_tags(row, sweep_run_id, data_version),
+            )
+        versions[row["variant"]] = registered[key]
     return versions
 
 
