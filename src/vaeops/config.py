@@ -58,6 +58,9 @@ class PathsConfig(StrictModel):
     # Versioned by git (small, deterministic): what `dvc metrics` and `dvc plots` compare.
     metrics: Path = Path("metrics")
     plots: Path = Path("plots")
+    # The promote step's variant -> registered version map. Deliberately not in git: a fresh
+    # clone lacks it, so its first `dvc repro` runs promote and fills its own registry.
+    registered_versions: Path = Path("outputs/registered_versions.json")
     # Resumable training state; not a pipeline output, deleted when a variant finishes.
     checkpoints: Path = Path("outputs/checkpoints")
 

@@ -5,7 +5,8 @@ The logged model carries the modules of this package that this one imports (`cod
 `pyfunc_entry.py` (models from code). Input: float32 images
 flattened to (n, C*H*W), intensities in [0, 1]. `params` selects what `predict` returns:
 
-    mode="reconstruct" (default)  (n, C*H*W) reconstruction probabilities
+    mode="reconstruct" (default)  (n, C*H*W) reconstruction probabilities, decoded from the
+                                  posterior mean: the same input always gives the same output
     mode="encode"                 (n, latent) posterior means (the codes, for the AE)
     mode="sample"                 (n_samples, C*H*W) decoded prior samples; the input is ignored
     mode="interpolate"            rows 2i and 2i+1 are pairs; (pairs * steps, C*H*W) decoded points
@@ -59,5 +60,6 @@ class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
             points = interpolate_codes(codes[0::2], codes[1::2], int(options["steps"]))
             images = torch.sigmoid(self.model.decode(points))
         else:
-            images = torch.sigmoid(self.model(self._images(model_input)).logits)
+            codes = self.model.encode(self._images(model_input))[0]
+            images = torch.sigmoid(self.model.decode(codes))
         return images.flatten(1).numpy()

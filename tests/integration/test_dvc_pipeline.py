@@ -122,6 +122,22 @@ def test_repro_writes_a_leaderboard_of_every_variant(project):
         assert (project / "outputs/generated" / image).stat().st_size > 0
 
 
+def test_a_fresh_clone_reproduces_byte_identical_files_and_its_own_champion(project, tmp_path):
+    # Given a clone of the committed study (dvc.lock, metrics and plots in git; no store)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path, project)
+    run(["vaeops", "data", "fetch"], clone)
+    # When it reproduces, Then promote runs (its registry is empty) and so does the batch job
+    assert {"train", "promote", "generate"} <= stages_run(run(["dvc", "repro"], clone).stdout)
+    champion = mlflow_client(clone).get_model_version_by_alias("vae-mnist", "champion")
+    assert (
+        champion.tags["vaeops.variant"]
+        == json.loads((clone / "metrics/promotion.json").read_text())["candidate"]["variant"]
+    )
+    # And every file git and DVC track came out byte-identical: no timestamps, no timings
+    assert run(["git", "status", "--porcelain"], clone).stdout == ""
+
+
 def test_lock_metrics_and_plots_are_versioned_by_git_and_hold_no_timings(project):
     tracked = set(run(["git", "ls-files"], project).stdout.split())
     assert {

@@ -121,7 +121,7 @@ def promote(params: Params) -> dict:
     summary = promotion_metrics(decision, best)
     write_json(params.paths.metrics / "promotion.json", summary)
     write_json(
-        params.paths.metrics / "registered_versions.json",
+        params.paths.registered_versions,
         {variant: int(version.version) for variant, version in versions.items()},
     )
     return summary | {
