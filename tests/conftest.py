@@ -88,6 +88,15 @@ TINY_PARAMS = {
     "train": {"epochs": 2, "device": "cpu"},
     "sweep": {"activations": ["relu", "tanh"], "seeds": [0]},
     "evaluate": {"iwae_samples": 8},
+    "classifier": {"epochs": 1},
+    "sample_quality": {"n_samples": 100},
+    # One point per claim sweep: beta for relu, dropout and latent size for the best config.
+    "claims": {
+        "beta_activations": ["relu"],
+        "betas": [2.0],
+        "dropouts": [0.3],
+        "latents": [2],
+    },
 }
 
 

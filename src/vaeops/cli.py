@@ -138,6 +138,40 @@ def summarize(params: Path | None = PARAMS_OPTION) -> None:
     echo_json(summarize_step(load(params)))
 
 
+@app.command("claim-sweeps")
+def claim_sweeps(params: Path | None = PARAMS_OPTION) -> None:
+    """Train and evaluate the sweeps that test the published claims (beta, dropout, latent)."""
+    from vaeops.steps.claim_sweeps import run_claim_sweeps
+
+    for summary in run_claim_sweeps(load(params)):
+        typer.echo(json.dumps(summary, sort_keys=True))
+
+
+@app.command()
+def classifier(params: Path | None = PARAMS_OPTION) -> None:
+    """Train the digit classifier whose features score samples; print its test accuracy."""
+    from vaeops.steps.sample_quality import train_digit_classifier
+
+    echo_json(train_digit_classifier(load(params)))
+
+
+@app.command("sample-quality")
+def sample_quality(params: Path | None = PARAMS_OPTION) -> None:
+    """Score every variant's prior samples with the classifier (Frechet distance, coverage)."""
+    from vaeops.steps.sample_quality import score_sweep
+
+    for score in score_sweep(load(params)):
+        typer.echo(json.dumps(score, sort_keys=True))
+
+
+@app.command()
+def report(params: Path | None = PARAMS_OPTION) -> None:
+    """Write the study report (reports/study.html and study.md) and log it to the study run."""
+    from vaeops.steps.report import run as write_study_report
+
+    echo_json(write_study_report(load(params)))
+
+
 @app.command()
 def promote(params: Path | None = PARAMS_OPTION) -> None:
     """Register every variant and promote the best activation config to @champion if it beats
@@ -178,7 +212,9 @@ def generate(
         None, help="Model to use (default: models:/<promote.registered_model>@champion)."
     ),
     out: Path | None = typer.Option(None, help="Output folder (default: paths.generated)."),
-    n_samples: int | None = typer.Option(None, help="Prior samples (default: generate.n_samples)."),
+    n_samples: int | None = typer.Option(
+        None, min=1, help="Prior samples (default: generate.n_samples)."
+    ),
     input_path: Path | None = typer.Option(
         None, "--input", help="IDX file, .npy or PNG folder to reconstruct (default: test split)."
     ),
@@ -264,12 +300,20 @@ def schedule(
     workers: int | None = WORKERS_OPTION,
     dask_address: str | None = DASK_OPTION,
     name: str = typer.Option("weekly-retrain", help="Deployment name."),
+    pool: str = typer.Option(
+        "vaeops", envvar="VAEOPS_WORK_POOL", help="The process work pool its worker polls."
+    ),
     params: Path | None = PARAMS_OPTION,
 ) -> None:
-    """Serve the scheduled retrain deployment against PREFECT_API_URL until stopped (Ctrl-C)."""
+    """Create or update the scheduled retrain deployment on a work pool of PREFECT_API_URL."""
     from vaeops import orchestration
 
-    orchestration.serve_retrain(cron, params_file(params), workers, dask_address, name)
+    params_path = params_file(params)
+    deployment_id = orchestration.deploy_retrain(
+        cron, params_path, workers, dask_address, name, pool
+    )
+    typer.echo(f"deployment vae-retrain/{name} ({deployment_id}) on work pool '{pool}'")
+    typer.echo(f"start its worker in the project root: prefect worker start --pool {pool}")
 
 
 def main() -> None:
@@ -277,13 +321,16 @@ def main() -> None:
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
     from vaeops.allocator import keep_freed_memory
-    from vaeops.errors import USER_ERRORS
+    from vaeops.errors import USER_ERRORS, hide_user_error_tracebacks, one_line
 
     # Process-wide, so set by the entry point, never by the library (see vaeops.allocator).
     keep_freed_memory()
+    # Prefect's run loggers log a failed task's or flow's exception before it reaches us.
+    hide_user_error_tracebacks("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
     try:
         app()
     except USER_ERRORS as error:
-        message = str(error).strip() or type(error).__name__
+        # One line whatever the error holds (a params file with several problems lists them all).
+        message = one_line(str(error)) or type(error).__name__
         typer.echo(f"error: {message}", err=True)
         sys.exit(2)

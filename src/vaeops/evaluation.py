@@ -131,13 +131,10 @@ def gradient_norms(
     for batch in images.split(batch_size):
         terms = loss_terms(model(batch), batch, beta)
         (terms.total * len(batch) / len(images)).backward()
-    # Parameters are registered encoder, decoder, head; the data flows encoder, head, decoder.
-    flow = ("encoder", "head", "decoder")
-    named = sorted(model.named_parameters(), key=lambda item: flow.index(item[0].split(".")[0]))
     norms = {
-        f"grad_norm/{name.removesuffix('.weight')}": float(parameter.grad.norm())
-        for name, parameter in named
-        if name.endswith("weight") and parameter.ndim >= 2 and parameter.grad is not None
+        f"grad_norm/{name}": float(weight.grad.norm())
+        for name, weight in model.weight_layers()
+        if weight.grad is not None
     }
     model.zero_grad(set_to_none=True)
     layers = list(norms.values())

@@ -1,12 +1,13 @@
 """Prefect orchestration: the steps of `dvc.yaml` as tasks, the variants fanned out in parallel.
 
 Where the code lives. The flows and tasks are defined here, inside the installed package, so the
-CLI (`vaeops flow`, `vaeops schedule`), Prefect's runner and every Dask worker import them by
+CLI (`vaeops flow`, `vaeops schedule`), Prefect's workers and every Dask worker import them by
 module name (`vaeops.orchestration`), from any working directory and in the container image, with
 no `sys.path` juggling. `pipelines/flows.py` and `pipelines/deploy.py` are the thin entry files
 of the project layout (what a `prefect deploy` entrypoint names): they only re-export the flows.
-The one CLI runs them (`vaeops flow`, `vaeops schedule`). Each task calls exactly one library
-step; nothing here computes a metric or writes an output.
+The one CLI runs them once (`vaeops flow`) or deploys the scheduled retrain to a work pool that a
+`prefect worker` polls (`vaeops schedule`). Each task calls exactly one library step; nothing
+here computes a metric or writes an output.
 
 Fan-out. Variants train in separate *processes*: Prefect's `ProcessPoolTaskRunner` on this
 machine, or Dask workers (one thread each) on a cluster. Not threads: MLflow 3.17 keeps its
@@ -53,7 +54,14 @@ from vaeops.variants import Variant, sweep_variants
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 UTC: weekly, outside working hours
 DEPLOYMENT_NAME = "weekly-retrain"
+WORK_POOL = "vaeops"  # the `process` work pool the retrain worker polls
+# By module name, not file path: the worker imports the installed package from any folder.
+RETRAIN_ENTRYPOINT = "vaeops.orchestration.retrain"
 LOCAL_CLUSTER = "local"  # `--dask-address local`: start a distributed.LocalCluster for the run
+
+
+class DeploymentError(VaeopsError):
+    """The Prefect API refused to create the work pool or the deployment."""
 
 
 class PipelineError(VaeopsError):
@@ -85,6 +93,14 @@ def check_data_task(params: Params) -> None:
 @task(name="dvc-repro", cache_policy=NO_CACHE, task_run_name="dvc-repro-{stages}")
 def reproduce_task(params: Params, stages: str = "all") -> str:
     return reproduce(params.root, *([] if stages == "all" else stages.split(",")))
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report_artifacts(params: Params) -> None:
+    """The leaderboard and the claims' verdicts as artifacts of this flow run."""
+    from vaeops.report import publish_prefect_artifacts  # matplotlib: imported only when used
+
+    publish_prefect_artifacts(params)
 
 
 @task(name="open-study", cache_policy=NO_CACHE)
@@ -224,6 +240,8 @@ def study(
     study_run_id = open_study_task(params)
     trained = train_all(params, study_run_id, workers, dask_address)
     reproduce_task(params)
+    # The report stage ran inside `dvc repro`, a subprocess; its artifacts belong to this flow run.
+    publish_report_artifacts(params)
     headline = json.loads((params.paths.metrics / "study.json").read_text())
     promotion = json.loads((params.paths.metrics / "promotion.json").read_text())
     return {
@@ -298,25 +316,55 @@ def validate_cron(cron: str) -> str:
     return cron
 
 
-def serve_retrain(
+def ensure_process_pool(pool: str) -> None:
+    """Create the `process` work pool that the worker polls, unless it exists (then leave it:
+    an operator may have tuned its base job template or concurrency)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, PrefectHTTPStatusError
+
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except PrefectHTTPStatusError as error:
+            if error.response.status_code != 401:
+                raise
+            raise DeploymentError(
+                f"the Prefect API at {client.api_url} refused the credentials: set "
+                "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING"
+            ) from None
+
+
+def deploy_retrain(
     cron: str = DEFAULT_CRON,
     params_path: str | None = None,
     workers: int | None = None,
     dask_address: str | None = None,
     name: str = DEPLOYMENT_NAME,
-) -> None:
-    """Register the scheduled retrain deployment with the Prefect API and run it; blocks."""
-    from prefect.types.entrypoint import EntrypointType
+    pool: str = WORK_POOL,
+) -> str:
+    """Create or update the scheduled retrain deployment on the `process` work pool `pool`; its
+    id. A worker (`prefect worker start --pool POOL`) runs its flow runs in the project root.
 
+    No image is built: the source is the project folder on the worker's file system (the
+    deployment's pull step changes into it), and the flow is imported by module name from the
+    installed package, so the worker needs vaeops installed and the project checked out at the
+    same path, as the compose file's worker has.
+    """
+    params = load_params(params_path)
     # Fail now, not at 03:00 on Monday: the params file and the fan-out options are checked here.
-    fan_out_runner(len(sweep_variants(load_params(params_path))), workers, dask_address)
-    retrain.serve(
+    fan_out_runner(len(sweep_variants(params)), workers, dask_address)
+    validate_cron(cron)
+    ensure_process_pool(pool)
+    deployable = retrain.from_source(source=str(params.root), entrypoint=RETRAIN_ENTRYPOINT)
+    deployment_id = deployable.deploy(
         name=name,
-        cron=validate_cron(cron),
+        work_pool_name=pool,
+        cron=cron,
         parameters={"params_path": params_path, "workers": workers, "dask_address": dask_address},
         tags=["vaeops", "retrain"],
         description="Retrain the VAE activation study when data.dvc changes; promote if better.",
-        limit=1,  # two studies at once would write the same outputs/ folder
-        # By module name, not file path: the runner loads the flow from any working directory.
-        entrypoint_type=EntrypointType.MODULE_PATH,
+        concurrency_limit=1,  # two studies at once would write the same outputs/ folder
+        print_next_steps=False,  # the CLI prints them, with the pool's name
     )
+    return str(deployment_id)

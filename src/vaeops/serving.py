@@ -15,16 +15,28 @@ flattened to (n, C*H*W), intensities in [0, 1]. `params` selects what `predict` 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from vaeops.checkpoints import read_model
 
 MODES = ("reconstruct", "encode", "sample", "interpolate")
 DEFAULT_PARAMS = {"mode": "reconstruct", "n_samples": 16, "steps": 10, "seed": 0}
+
+
+class InvalidModelInput(MlflowException, ValueError):
+    """A request the model cannot answer (shape, mode). A ValueError for Python callers; as an
+    MlflowException with INVALID_PARAMETER_VALUE, `mlflow models serve` answers it with HTTP 400
+    and this message (any other exception becomes a message-less "unexpected error")."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def interpolate_codes(start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
@@ -39,7 +51,15 @@ class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
         self.model = read_model(Path(context.artifacts["spec"]), Path(context.artifacts["weights"]))
 
     def _images(self, model_input) -> torch.Tensor:
+        """(n, C*H*W) -> (n, C, H, W); any other shape is the caller's error. (A logged model's
+        signature rejects a wrong width before this; the check guards the wrapper's own callers.)"""
         array = np.asarray(model_input, dtype=np.float32)
+        pixels = math.prod(self.model.spec.image_shape)
+        if array.ndim != 2 or array.shape[1] != pixels:
+            raise InvalidModelInput(
+                f"input of shape {array.shape}: expected (n, {pixels}) images flattened row by "
+                f"row, float32 intensities in [0, 1]"
+            )
         return torch.from_numpy(array).view(-1, *self.model.spec.image_shape)
 
     @torch.no_grad()
@@ -47,7 +67,7 @@ class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
         options = DEFAULT_PARAMS | (params or {})
         mode = options["mode"]
         if mode not in MODES:
-            raise ValueError(f"unknown mode '{mode}'; valid: {', '.join(MODES)}")
+            raise InvalidModelInput(f"unknown mode '{mode}'; valid: {', '.join(MODES)}")
         generator = torch.Generator().manual_seed(int(options["seed"]))
         if mode == "sample":
             images = self.model.sample(int(options["n_samples"]), generator)
@@ -56,7 +76,7 @@ class AutoencoderPyfunc(mlflow.pyfunc.PythonModel):
         elif mode == "interpolate":
             codes = self.model.encode(self._images(model_input))[0]
             if len(codes) % 2:
-                raise ValueError("mode 'interpolate' needs an even number of rows (pairs)")
+                raise InvalidModelInput("mode 'interpolate' needs an even number of rows (pairs)")
             points = interpolate_codes(codes[0::2], codes[1::2], int(options["steps"]))
             images = torch.sigmoid(self.model.decode(points))
         else:

@@ -13,12 +13,18 @@ experiment); MLFLOW_TRACKING_URI overrides it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -39,8 +45,15 @@ from vaeops.project import store_root
 from vaeops.variants import Variant
 
 TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+# How many times a tracking server is asked for /health before a command gives up; the waits
+# between tries double from 1 s (4 tries: 1 + 2 + 4 = 7 s). MLflow's own HTTP retries would
+# instead hold every command for minutes on a server that is down.
+PROBE_TRIES_ENV = "VAEOPS_TRACKING_PROBE_TRIES"
+DEFAULT_PROBE_TRIES = 4
+PROBE_TIMEOUT_SECONDS = 2.0
 # Opens an experiment on its runs table instead of the GenAI overview (MLflow 3 UI).
 UI_VIEW_QUERY = "?workflowType=machine_learning"
+NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
 
 
 class Tag:
@@ -59,6 +72,8 @@ class Tag:
     GIT_COMMIT = "vaeops.git_commit"
     WEIGHTS_DIGEST = "vaeops.weights_sha256"
     FAILURE_REASON = "vaeops.failure_reason"
+    PROMOTED_OVER = "vaeops.promoted_over"  # + ".<version>": promoted over that champion
+    OWNER = "vaeops.owner"  # host:pid:start-time of the process that holds the run open
     DVC_EXPERIMENT = "vaeops.dvc_experiment"
     DVC_BASELINE = "vaeops.dvc_baseline_rev"
     MODEL_URI = "vaeops.model_uri"
@@ -101,9 +116,43 @@ def configure_tracking(root: Path) -> str:
     uri = tracking_uri(root)
     if uses_default_store(root):
         default_store(root).mkdir(parents=True, exist_ok=True)
+    if uri.startswith(("http://", "https://")):
+        probe_server(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def probe_tries() -> int:
+    value = os.environ.get(PROBE_TRIES_ENV, str(DEFAULT_PROBE_TRIES))
+    if not value.isdigit() or int(value) < 1:
+        raise TrackingError(f"{PROBE_TRIES_ENV}={value!r} is not a count; set it to 1 or more")
+    return int(value)
+
+
+def answers(health_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(health_url, timeout=PROBE_TIMEOUT_SECONDS) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):  # refused, reset, timed out, an HTTP error status
+        return False
+
+
+def probe_server(uri: str) -> None:
+    """Ask the tracking server's /health a few times, waiting 1, 2, 4... s between tries; a
+    TrackingError when it never answers."""
+    tries = probe_tries()
+    started = time.monotonic()
+    for attempt in range(tries):
+        if answers(f"{uri.rstrip('/')}/health"):
+            return
+        if attempt < tries - 1:
+            time.sleep(2**attempt)
+    raise TrackingError(
+        f"tracking server {uri} did not answer ({tries} tries over "
+        f"{time.monotonic() - started:.0f} s): start it, or unset MLFLOW_TRACKING_URI to use "
+        "the local store"
+    )
 
 
 def experiment_id(name: str, root: Path) -> str:
@@ -179,24 +228,107 @@ def flatten(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
     return items
 
 
+# Runs left RUNNING by a process that died -----------------------------------------------------
+#
+# A run is RUNNING while a process works in it; a process killed (SIGKILL, a lost machine) never
+# ends it. Each run is tagged with its owner, `host:pid:start`, and every start of a step closes
+# the RUNNING runs of its experiment whose owner ran on this host and is gone (KILLED, with the
+# reason). The Prefect fan-out and `dvc queue` run several vaeops processes at once, so a run whose
+# owner is alive is never touched; nor is a run owned on another host (whether that process lives
+# cannot be told from here) or one without an owner tag (written before the tag existed).
+
+
+def process_start(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot), so a reused pid is not taken for the
+    owner; "" where /proc is not there (not Linux) or the process is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return ""
+    state, start = fields[0], fields[19]  # stat fields 3 and 22 (after "pid (comm)")
+    return "" if state == "Z" else start  # a zombie has exited, only its parent has not reaped it
+
+
+def this_process() -> str:
+    """The owner tag of runs this process opens: host, pid and the pid's start time."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{process_start(pid)}"
+
+
+def is_gone(owner: str) -> bool:
+    """True only when `owner` ran on this host and that process no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return process_start(int(pid)) != start
+
+
+def close_abandoned_runs(client: MlflowClient, experiment: str) -> list[str]:
+    """End as KILLED, with the reason, the experiment's RUNNING runs whose owner on this host is
+    gone; their ids. An interrupted variant's checkpoint still resumes its run (`reopen_run`)."""
+    closed = []
+    for run in client.search_runs(
+        [experiment], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    ):
+        owner = run.data.tags.get(Tag.OWNER, "")
+        if not owner or not is_gone(owner):
+            continue
+        reason = f"process {owner} ended without closing the run (killed or crashed)"
+        client.set_tag(run.info.run_id, Tag.FAILURE_REASON, reason)
+        client.set_tag(run.info.run_id, NOTE, f"Killed: {reason}")
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    if closed:
+        print(
+            f"closed {len(closed)} run(s) left RUNNING by a dead process: {', '.join(closed)}",
+            file=sys.stderr,
+        )
+    return closed
+
+
+def reopen_run(client: MlflowClient, run: Run) -> None:
+    """Mark an existing run RUNNING and owned by this process; the reason of an earlier kill
+    goes (a diverged run's reason stays: it ended FAILED, not KILLED)."""
+    client.update_run(run.info.run_id, status="RUNNING")
+    client.set_tag(run.info.run_id, Tag.OWNER, this_process())
+    if run.info.status == "KILLED":
+        for key in (Tag.FAILURE_REASON, NOTE):
+            if key in run.data.tags:
+                client.delete_tag(run.info.run_id, key)
+
+
 # The study run ------------------------------------------------------------------------------
 
 
 def study_run(params: Params, key: str, entry_point: str) -> str:
     """Find or start the study run of these shared settings; its run id. It stays RUNNING
-    while a step works on it (`close_study_run` ends it), so it spans the whole pipeline."""
+    while a step works on it (`close_study_run` ends it), so it spans the whole pipeline.
+    Runs of the experiment left RUNNING by a dead process are closed first."""
     client = MlflowClient()
     experiment = experiment_id(params.tracking.experiment, params.root)
+    close_abandoned_runs(client, experiment)
     found = client.search_runs(
         [experiment], filter_string=f"tags.`{Tag.STUDY_KEY}` = '{key}'", max_results=1
     )
     if found:
-        client.update_run(found[0].info.run_id, status="RUNNING")
+        reopen_run(client, found[0])
         return found[0].info.run_id
     run = client.create_run(
         experiment,
         run_name=f"sweep-{key[:8]}",
-        tags={Tag.STUDY_KEY: key, Tag.ROLE: "sweep", **lineage_tags(params, entry_point)},
+        tags={
+            Tag.STUDY_KEY: key,
+            Tag.ROLE: "sweep",
+            Tag.OWNER: this_process(),
+            **lineage_tags(params, entry_point),
+        },
     )
     shared = params.model_dump(mode="json", include={"prepare", "model", "train"})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in flatten(shared)])
@@ -250,6 +382,7 @@ def start_variant_run(
 ) -> mlflow.ActiveRun:
     """Start (or resume, after an interrupt) the child run of one variant."""
     if resume_run_id is not None:
+        reopen_run(MlflowClient(), MlflowClient().get_run(resume_run_id))
         return mlflow.start_run(run_id=resume_run_id)
     run = mlflow.start_run(
         experiment_id=experiment_id(params.tracking.experiment, params.root),
@@ -263,6 +396,7 @@ def start_variant_run(
             Tag.SEED: str(variant.seed),
             Tag.KIND: variant.kind,
             Tag.SWEEP: study_run_id,
+            Tag.OWNER: this_process(),
             **lineage_tags(params, "vaeops train"),
         },
     )
@@ -336,12 +470,24 @@ def restore_variant(run_id: str, folder: Path) -> None:
 
 def mark_failed(reason: str) -> None:
     """End the active run as FAILED with a human-readable reason (tag and note)."""
-    mlflow.set_tags({Tag.FAILURE_REASON: reason, "mlflow.note.content": f"Failed: {reason}"})
+    mlflow.set_tags({Tag.FAILURE_REASON: reason, NOTE: f"Failed: {reason}"})
     mlflow.end_run(status="FAILED")
 
 
 def end_run() -> None:
     mlflow.end_run(status="FINISHED")
+
+
+@contextlib.contextmanager
+def reopened(run_id: str) -> Iterator[mlflow.ActiveRun]:
+    """The finished run `run_id`, active again (and owned by this process) to add records; it
+    ends with the status it had."""
+    client = MlflowClient()
+    status = client.get_run(run_id).info.status
+    client.set_tag(run_id, Tag.OWNER, this_process())
+    with mlflow.start_run(run_id=run_id) as active:
+        yield active
+    client.set_terminated(run_id, status)
 
 
 def log_artifacts_to_run(run_id: str, paths: list[Path], folder: str) -> None:
@@ -390,6 +536,6 @@ def record_evaluation(
     client.log_batch(
         run_id, metrics=[Metric(name, value, now, step) for name, value in numeric.items()]
     )
-    with mlflow.start_run(run_id=run_id):
+    with reopened(run_id):
         log_datasets(params, splits)
         mlflow.log_artifacts(str(folder), artifact_path=evaluation_artifacts(key))

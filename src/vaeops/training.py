@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import pickle
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +135,11 @@ def train_one_epoch(
     device = images.device
     order = torch.randperm(len(images), generator=generator).to(device)
     sums = torch.zeros(3, device=device)
+    # Per-layer gradient norms over training show whether gradients vanish in the first layers
+    # (Glorot & Bengio 2010); summed on the device and read once per epoch.
+    layers = model.weight_layers()
+    grad_norm_sums = torch.zeros(len(layers), device=device)
+    batches = 0
     pending: list[torch.Tensor] = []  # batch losses not yet read (accelerators only)
     for batch_number, batch_index in enumerate(order.split(config.batch_size), start=1):
         batch = images.index_select(0, batch_index)  # (b, C, H, W), same rows as images[index]
@@ -147,10 +154,27 @@ def train_one_epoch(
                 check_pending(pending, config.max_loss)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
+        grad_norm_sums += torch.stack([weight.grad.norm() for _, weight in layers])
+        batches += 1
         optimizer.step()
         sums += torch.stack([term.detach() for term in terms]) * len(batch)
     check_pending(pending, config.max_loss)
-    return terms_as_metrics(sums, len(images), model.is_variational)
+    metrics = terms_as_metrics(sums, len(images), model.is_variational)
+    mean_norms = (grad_norm_sums / batches).tolist()
+    return metrics | {
+        f"grad_norm/{name}": norm for (name, _), norm in zip(layers, mean_norms, strict=True)
+    }
+
+
+# What torch.load raises on a truncated or foreign file: a broken zip (RuntimeError), an empty
+# file (EOFError), bytes that are no pickle (UnpicklingError) or a pickle missing its records.
+CHECKPOINT_READ_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, KeyError)
+# The records `fit` resumes from; a file without them is not a checkpoint of this loop.
+CHECKPOINT_KEYS = frozenset({"model", "optimizer", "torch_rng", "batch_rng", "history"})
+
+
+class CorruptCheckpointWarning(UserWarning):
+    """A checkpoint could not be read and was set aside; the variant trains from scratch."""
 
 
 def save_checkpoint(path: Path, model, optimizer, generator, history, extra: dict) -> None:
@@ -170,9 +194,36 @@ def save_checkpoint(path: Path, model, optimizer, generator, history, extra: dic
 
 
 def load_checkpoint(path: Path | None) -> dict | None:
+    """The resume state at `path`, or None where there is none or it is unreadable.
+
+    An unreadable checkpoint (truncated, overwritten, not a checkpoint) is renamed
+    `<name>.corrupt` with one warning naming it, so the variant trains from scratch and the sweep
+    goes on; the renamed file is kept for inspection and never read again.
+    """
     if path is None or not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except CHECKPOINT_READ_ERRORS as error:
+        first_line = next(iter(str(error).splitlines()), "")[:200]
+        return set_aside(path, f"{type(error).__name__}: {first_line}")
+    if not isinstance(state, dict):
+        return set_aside(path, f"holds a {type(state).__name__}, not a checkpoint")
+    if missing := sorted(CHECKPOINT_KEYS - state.keys()):
+        return set_aside(path, f"missing {', '.join(missing)}")
+    return state
+
+
+def set_aside(path: Path, why: str) -> None:
+    """Rename an unreadable checkpoint to `<name>.corrupt` and say so; None (nothing to resume)."""
+    corrupt = path.with_name(f"{path.name}.corrupt")
+    path.replace(corrupt)
+    warnings.warn(
+        f"checkpoint {path} is unreadable ({why}); moved to {corrupt}, training from scratch",
+        CorruptCheckpointWarning,
+        stacklevel=3,
+    )
+    return None
 
 
 def fit(

@@ -1,4 +1,5 @@
-"""A variant is one trained model of the study: (model kind, activation, seed).
+"""A variant is one trained model of the study: (model kind, activation, seed), and for a point
+of a claim sweep the setting it changes (e.g. `beta0.5`).
 
 Its name is the key everywhere: the DVC outputs folder, the MLflow run name, the registry tags.
 """
@@ -17,15 +18,18 @@ class Variant:
     kind: str
     activation: str
     seed: int
+    setting: str = ""  # a claim sweep's point, e.g. "beta0.5"; empty in the main sweep
 
     @property
     def name(self) -> str:
-        return f"{self.kind}-{self.activation}-s{self.seed}"
+        suffix = f"-{self.setting}" if self.setting else ""
+        return f"{self.kind}-{self.activation}-s{self.seed}{suffix}"
 
     @property
     def config_name(self) -> str:
-        """The activation config the seeds of which are aggregated when choosing a champion."""
-        return f"{self.kind}-{self.activation}"
+        """The config whose seeds are aggregated (when choosing a champion, in the report)."""
+        suffix = f"-{self.setting}" if self.setting else ""
+        return f"{self.kind}-{self.activation}{suffix}"
 
     def train_dir(self, params: Params) -> Path:
         return params.paths.variants / self.name

@@ -188,6 +188,9 @@ def tiny_study_params() -> dict:
         "sweep": {"activations": ["relu", "tanh"], "seeds": [0]},
         "evaluate": {"iwae_samples": 4},
         "generate": {"n_samples": 16, "n_reconstructions": 8, "interpolation_pairs": 2},
+        "classifier": {"epochs": 1},
+        "sample_quality": {"n_samples": 100},
+        "claims": {"beta_activations": ["relu"], "betas": [2.0], "dropouts": [0.3], "latents": [4]},
     }
 
 

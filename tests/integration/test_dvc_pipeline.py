@@ -27,9 +27,25 @@ TINY = {
     "sweep": {"activations": ["relu", "tanh"], "seeds": [0]},
     "evaluate": {"iwae_samples": 8},
     "generate": {"n_samples": 16, "interpolation_pairs": 2},
+    "classifier": {"epochs": 1},
+    "sample_quality": {"n_samples": 100},
+    "claims": {"beta_activations": ["relu"], "betas": [2.0], "dropouts": [0.3], "latents": [2]},
 }
 VARIANTS = {"vae-relu-s0", "vae-tanh-s0", "ae-relu-s0"}
-STAGES = {"prepare", "train", "evaluate", "summarize", "promote", "generate"}
+CLAIM_POINTS = {"vae-relu-s0-beta2", "vae-relu-s0-dropout0.3", "vae-relu-s0-latent2"}
+STAGES = {
+    "prepare",
+    "train",
+    "evaluate",
+    "summarize",
+    "claim_sweeps",
+    "classifier",
+    "sample_quality",
+    "promote",
+    "generate",
+    "report",
+}
+VERDICTS = {"supported", "not supported", "inconclusive"}
 
 
 def environment(project: Path) -> dict[str, str]:
@@ -154,8 +170,15 @@ def test_lock_metrics_and_plots_are_versioned_by_git_and_hold_no_timings(project
 def test_metrics_and_plots_show_the_study(project):
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     files = next(iter(metrics.values()))["data"]
-    assert set(files) == {"metrics/study.json", "metrics/promotion.json"}  # headline only
+    assert set(files) == {
+        "metrics/study.json",
+        "metrics/promotion.json",
+        "metrics/classifier.json",
+        "metrics/claims.json",
+    }
     assert files["metrics/study.json"]["data"]["variants"] == 3
+    claims = files["metrics/claims.json"]["data"]
+    assert len(claims) == 7 and {claim["verdict"] for claim in claims.values()} <= VERDICTS
     detail = json.loads(
         run(["dvc", "metrics", "show", "--json", "metrics/variants.json"], project).stdout
     )
@@ -165,6 +188,12 @@ def test_metrics_and_plots_show_the_study(project):
     curves = plots["data"]["plots/learning_curves.csv"][0]["content"]
     assert {point["config"] for point in curves["data"]["values"]} == {"vae-relu", "vae-tanh"}
     assert curves["encoding"]["color"]["field"] == "config"  # one line per config
+    rate_distortion = plots["data"]["plots/rate_distortion.csv"][0]["content"]["data"]["values"]
+    assert {(point["config"], float(point["beta"])) for point in rate_distortion} == {
+        ("vae-relu", 1.0),
+        ("vae-relu", 2.0),
+    }
+    assert (project / "reports" / "study.html").read_text().count("<img") > 0
 
 
 def test_mlflow_has_one_study_run_with_a_child_per_variant(project):
@@ -173,7 +202,7 @@ def test_mlflow_has_one_study_run_with_a_child_per_variant(project):
     children = [run for run in runs if run.data.tags.get("vaeops.role") == "variant"]
     assert len(parents) == 1
     assert parents[0].info.end_time - parents[0].info.start_time > 1000  # spans the pipeline
-    assert {child.data.tags["vaeops.variant"] for child in children} == VARIANTS
+    assert {child.data.tags["vaeops.variant"] for child in children} == VARIANTS | CLAIM_POINTS
     data_md5 = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
     commit_of_run = run(["git", "rev-parse", "HEAD~1"], project).stdout.strip()
     client = mlflow_client(project)
@@ -208,8 +237,8 @@ def test_second_repro_does_nothing_and_one_param_reruns_only_its_dependents(proj
 @pytest.mark.parametrize(
     ("module", "importers"),
     [
-        ("data/splits.py", STAGES - {"summarize"}),
-        ("training.py", {"train", "evaluate", "promote"}),
+        ("data/splits.py", STAGES - {"summarize", "report"}),
+        ("training.py", {"train", "evaluate", "claim_sweeps", "promote"}),
         ("steps/summarize.py", {"summarize"}),
     ],
 )

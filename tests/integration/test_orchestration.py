@@ -1,17 +1,15 @@
 """The Prefect flows against a real `prefect server` on a loopback port: the study flow with its
-process fan-out, the data-driven retrain, the served cron deployment, the Dask fan-out on a
-LocalCluster; the fan-out without a server, bad input through the flows, the entry files in
-pipelines/, and the docker-compose file. Fixtures: tests/integration/conftest.py."""
+process fan-out, the data-driven retrain, the Dask fan-out on a LocalCluster; the fan-out without
+a server, bad input through the flows, the entry files in pipelines/. The scheduled deployment and
+its worker: test_deploy_worker.py. Fixtures: tests/integration/conftest.py."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,6 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VAEOPS = Path(sys.executable).with_name("vaeops")
 VARIANTS = ["vae-relu-s0", "vae-tanh-s0", "ae-relu-s0"]
-DEPLOYMENT = "vae-retrain/weekly-retrain"
 DASK_MISSING = "the dask extra is not installed: pip install -e '.[dask]'"
 
 
@@ -150,42 +147,6 @@ def test_retrain_skips_unchanged_data_and_runs_on_new_data(studied, mnist_5k):
     again = retrain(params_path=str(workspace.params_path))
     assert again["retrained"] is False
     assert "already studied" in again["reason"]
-
-
-def wait_for_deployment(name: str, runner: subprocess.Popen, timeout: float = 120):
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            assert runner.poll() is None, f"vaeops schedule exited with {runner.returncode}"
-            try:
-                return client.read_deployment_by_name(name)
-            except ObjectNotFound:
-                time.sleep(1)
-    raise TimeoutError(f"deployment {name} not registered after {timeout:.0f}s")
-
-
-def test_schedule_serves_the_cron_deployment_and_runs_it(studied, start_in_background):
-    from prefect.deployments import run_deployment
-
-    workspace = studied["workspace"]
-    # Given `vaeops schedule` serving the retrain deployment against the server
-    runner = start_in_background(
-        [str(VAEOPS), "schedule", "--cron", "0 3 * * 1", "--params", str(workspace.params_path)],
-        cwd=workspace.root,
-        env=os.environ | workspace.env(),
-    )
-
-    # Then the deployment exists with the weekly cron schedule
-    deployment = wait_for_deployment(DEPLOYMENT, runner)
-    assert [item.schedule.cron for item in deployment.schedules] == ["0 3 * * 1"]
-    assert deployment.parameters["params_path"] == str(workspace.params_path)
-
-    # When one run is triggered through the API, Then the runner executes it to completion
-    flow_run = run_deployment(DEPLOYMENT, timeout=240, poll_interval=2)
-    assert flow_run.state.is_completed(), flow_run.state
 
 
 def test_dask_fan_out_on_a_local_cluster_matches_the_process_fan_out(
@@ -344,33 +305,3 @@ def test_a_deployment_entrypoint_in_pipelines_loads_the_librarys_flow(entrypoint
 
     loaded = load_flow_from_entrypoint(str(REPO_ROOT / entrypoint))
     assert loaded is getattr(orchestration, entrypoint.rpartition(":")[2])
-
-
-DOCKER_COMPOSE = shutil.which("docker-compose")
-
-
-@pytest.mark.skipif(
-    DOCKER_COMPOSE is None,
-    reason="docker-compose is not installed (Debian: apt-get install -y docker-compose)",
-)
-def test_docker_compose_file_is_valid_with_the_example_env(tmp_path):
-    def config(env_file: Path) -> subprocess.CompletedProcess:
-        # Only PATH from this environment, so a secret set here cannot mask a missing one.
-        return subprocess.run(
-            [DOCKER_COMPOSE, "--env-file", str(env_file), "config", "-q"],
-            cwd=REPO_ROOT,
-            env={"PATH": os.environ["PATH"]},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    # Given the documented example env, Then the compose file validates
-    result = config(REPO_ROOT / ".env.example")
-    assert result.returncode == 0, result.stderr
-    # Given no secrets, Then compose refuses the file and names the missing variable
-    empty = tmp_path / "empty.env"
-    empty.write_text("")
-    refused = config(empty)
-    assert refused.returncode != 0
-    assert "POSTGRES_USER" in refused.stderr or "POSTGRES_PASSWORD" in refused.stderr

@@ -42,3 +42,13 @@ def test_given_a_seed_when_sampled_then_the_samples_repeat_and_differ_by_seed(wr
 def test_given_an_unknown_mode_when_predicted_then_the_error_lists_the_modes(wrapped):
     with pytest.raises(ValueError, match="valid: reconstruct, encode, sample, interpolate"):
         wrapped.predict(None, np.zeros((1, 784), np.float32), params={"mode": "bogus"})
+
+
+@pytest.mark.parametrize("shape", [(3, 100), (784,), (2, 1, 28, 28)])
+def test_given_images_of_the_wrong_shape_then_the_error_names_the_expected_shape(wrapped, shape):
+    with pytest.raises(ValueError, match=r"expected \(n, 784\) images") as caught:
+        wrapped.predict(None, np.zeros(shape, np.float32))
+    # The error code `mlflow models serve` answers with HTTP 400 and the message
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert caught.value.get_http_status_code() == 400
+    assert f"input of shape {shape}" in caught.value.message

@@ -9,6 +9,7 @@ import torch
 
 from vaeops.config import TrainConfig
 from vaeops.models import build_model
+from vaeops.objectives import loss_terms
 from vaeops.training import (
     Diverged,
     check_pending,
@@ -33,12 +34,13 @@ def run(spec, images, seed: int, config: TrainConfig = CONFIG, **kwargs):
 def test_given_two_epochs_when_fit_then_history_has_one_namespaced_row_per_epoch(
     tiny_spec, tiny_images, kind
 ):
-    _, result = run(dataclasses.replace(tiny_spec, kind=kind), tiny_images, seed=0)
+    model, result = run(dataclasses.replace(tiny_spec, kind=kind), tiny_images, seed=0)
 
     assert not result.diverged and result.reason is None
     assert [row["epoch"] for row in result.history] == [1, 2]
     terms = ["loss", "reconstruction"] + (["kl", "neg_elbo"] if kind == "vae" else [])
     expected = {"epoch"} | {f"{split}/{term}" for split in ("train", "val") for term in terms}
+    expected |= {f"train/grad_norm/{name}" for name, _ in model.weight_layers()}
     for row in result.history:
         assert set(row) == expected
         assert all(value == value for value in row.values())  # no NaN
@@ -197,3 +199,24 @@ def test_given_pending_losses_when_checked_then_the_first_bad_batch_is_reported(
     with pytest.raises(Diverged, match=r"exceeded train\.max_loss=100000"):
         check_pending([torch.tensor(5.0), torch.tensor(2e5)], max_loss=1e5)
     check_pending([torch.tensor(5.0)], max_loss=1e5)  # nothing raised
+
+
+def test_given_one_batch_per_epoch_when_fit_then_grad_norms_are_that_batchs_gradient_norms(
+    tiny_spec, tiny_images
+):
+    """Epoch 1 of a one-batch epoch records the norms of the gradient at the initial weights."""
+    spec = dataclasses.replace(tiny_spec, kind="ae")  # deterministic forward: no sampled z
+    seed_everything(0)
+    reference = build_model(spec)
+    initial = {key: value.clone() for key, value in reference.state_dict().items()}
+    config = TrainConfig(epochs=1, batch_size=200, learning_rate=1e-3)
+    _, result = run(spec, tiny_images, seed=0, config=config)
+
+    reference.load_state_dict(initial)
+    batch = tiny_images[:200][torch.randperm(200, generator=torch.Generator().manual_seed(0))]
+    loss_terms(reference(batch), batch, config.beta).total.backward()
+    layers = reference.weight_layers()
+    assert next(name for name, _ in layers).startswith("encoder")  # input layer first
+    for name, weight in layers:
+        recorded = result.history[0][f"train/grad_norm/{name}"]
+        assert recorded == pytest.approx(float(weight.grad.norm()), rel=1e-4)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaeops.data.idx import read_idx, write_idx
+from vaeops.data.idx import IdxError, read_idx, write_idx
 from vaeops.errors import VaeopsError
 
 IMAGES_FILE = "images-idx3-ubyte"
@@ -100,13 +100,22 @@ def load_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
         try:
             images.append(read_idx(image_file))
             labels.append(read_idx(label_file))
-        except ValueError as error:
-            raise DatasetError(str(error)) from None
-        if len(images[-1]) != len(labels[-1]):
-            raise DatasetError(
-                f"{image_file}: {len(images[-1])} images but {len(labels[-1])} labels"
-            )
+        except IdxError as error:
+            raise DatasetError(f"{error}; replace it with an MNIST-format IDX file") from None
+        check_pool(images[-1], labels[-1], image_file, "replace it with matching IDX files")
     return np.concatenate(images), np.concatenate(labels)
+
+
+def check_pool(images: np.ndarray, labels: np.ndarray, where: Path, fix: str) -> None:
+    """Images (n, H, W) with n >= 1 beside n labels (n,), or a DatasetError ending in `fix`."""
+    if images.ndim != 3 or 0 in images.shape:
+        raise DatasetError(
+            f"{where}: expected (n, H, W) grayscale images, got shape {images.shape}; {fix}"
+        )
+    if labels.shape != (len(images),):
+        raise DatasetError(
+            f"{where}: {len(images)} images but {labels.size} labels (shape {labels.shape}); {fix}"
+        )
 
 
 def load_source(dataset: str, root: Path | None = None, download: bool = False):
@@ -137,8 +146,23 @@ def fetch_dataset(
 
 
 def read_pool(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The fetched pool of images and labels in `data_dir`."""
-    images_path = data_dir / IMAGES_FILE
-    if not images_path.is_file():
-        raise DatasetError(f"{images_path}: missing; run `vaeops data fetch` (or `dvc pull`) first")
-    return read_idx(images_path), read_idx(data_dir / LABELS_FILE)
+    """The fetched pool of images (n, H, W) and labels (n,) in `data_dir`; a DatasetError that
+    says how to restore it if a file is missing, damaged or of the wrong shape."""
+    # `dvc repro` records a changed data/ before it runs prepare, so the version to restore is
+    # the committed one.
+    dvc_file = f"{data_dir.name}.dvc"
+    restore = (
+        f"restore the committed version with `git checkout {dvc_file} && dvc checkout "
+        f"{dvc_file}` (or refetch with `vaeops data fetch`)"
+    )
+    pool = []
+    for path in (data_dir / IMAGES_FILE, data_dir / LABELS_FILE):
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing; run `vaeops data fetch` (or `dvc pull`) first")
+        try:
+            pool.append(read_idx(path))
+        except IdxError as error:
+            raise DatasetError(f"{error}; {restore}") from None
+    images, labels = pool
+    check_pool(images, labels, data_dir, restore)
+    return images, labels

@@ -138,6 +138,19 @@ class Autoencoder(nn.Module):
     def is_variational(self) -> bool:
         return self.spec.kind == "vae"
 
+    def weight_layers(self) -> list[tuple[str, nn.Parameter]]:
+        """(layer name, weight matrix or kernel) in the order data flows: input layer first.
+
+        Parameters are registered encoder, decoder, head; the data flows encoder, head, decoder.
+        """
+        flow = ("encoder", "head", "decoder")
+        named = sorted(self.named_parameters(), key=lambda item: flow.index(item[0].split(".")[0]))
+        return [
+            (name.removesuffix(".weight"), parameter)
+            for name, parameter in named
+            if name.endswith("weight") and parameter.ndim >= 2
+        ]
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         code = self.head(self.encoder(x))
         if not self.is_variational:

@@ -1,11 +1,13 @@
 """The promote step: register the sweep's variants and promote the best activation config.
 
 The champion is re-evaluated here, on the current validation split with the evaluate step's own
-scoring (same code, seed and k), and the figure is handed to the registry's decision.
+scoring (same code, seed and k), and the figure is handed to the registry's decision. How a
+promotion survives a server that stops and a promotion racing it: vaeops.registry's docstring.
 """
 
 from __future__ import annotations
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vaeops import registry, tracking
@@ -19,6 +21,9 @@ from vaeops.steps.evaluate import seeded_split_metrics
 from vaeops.variants import Variant
 
 ENTRY_POINT = "vaeops promote"
+# Decisions one promote makes at most: each round after the first follows a lost race and
+# needs another promotion to have won it, so two rounds settle a race of two.
+MAX_ROUNDS = 4
 
 
 def reevaluate(params: Params, version) -> float:
@@ -89,9 +94,73 @@ def promotion_metrics(decision: registry.Decision, best) -> dict:
     }
 
 
+def decide_against(params: Params, best, candidate, champion) -> registry.Decision:
+    needs_figure = champion is not None and champion.version != candidate.version
+    return registry.decide(
+        best,
+        candidate,
+        champion,
+        reevaluate(params, champion) if needs_figure else None,
+        params.promote.metric,
+        params.promote.min_margin,
+        tracking.data_version(params),
+    )
+
+
+def settled_champion(client: MlflowClient, name: str, champion) -> str:
+    """Finish a promotion of `champion` that was committed (its alias moved) but may have been
+    cut short before the other aliases moved, or that raced another; the champion's version."""
+    if champion.tags.get("promotion.decision") != "promoted":
+        return champion.version
+    over = champion.tags.get("promotion.champion_version")
+    metric = float(champion.tags["promotion.candidate_metric"])
+    return registry.settle_champion(
+        client, name, None if over == "None" else over, champion.version, metric
+    )
+
+
+def promote_candidate(
+    params: Params, client: MlflowClient, best, candidate, sweep_run_id: str
+) -> registry.Decision:
+    """Decide about `candidate`, log and record the decision, then move the aliases; decide
+    again against the winner of a race it lost. A decision already recorded with the same
+    figures (a rerun, or a rerun after a promotion cut before its aliases) is not logged again;
+    its aliases are set to what it says, which moves nothing where they already are."""
+    name = params.promote.registered_model
+    for _ in range(MAX_ROUNDS):
+        champion = registry.current_champion(client, name)
+        decision = decide_against(params, best, candidate, champion)
+        if champion is not None and champion.version == candidate.version:
+            if settled_champion(client, name, champion) == candidate.version:
+                return decision
+            continue
+        recorded = client.get_model_version(name, candidate.version)
+        if not registry.same_as_recorded(recorded, decision):
+            registry.append_promotion_log(sweep_run_id, decision)
+            registry.record_decision(client, name, decision)
+        champion_after = registry.move_aliases(client, name, decision)
+        if decision.decision == "kept" or champion_after == candidate.version:
+            return decision
+    return decision
+
+
 def promote(params: Params) -> dict:
     """Register the sweep, choose the best activation config on validation, promote or keep."""
-    tracking.configure_tracking(params.root)
+    uri = tracking.configure_tracking(params.root)
+    try:
+        return promote_sweep(params)
+    except MlflowException as error:
+        # Every expected "not found" is answered inside (no champion yet, no log yet); one that
+        # escapes is a request the server failed, even where MLflow words a failed download as
+        # RESOURCE_DOES_NOT_EXIST.
+        first_line = next(iter(error.message.splitlines()), "")[:300]
+        raise tracking.TrackingError(
+            f"tracking server {uri} failed during promotion ({first_line}); @champion moves "
+            "last, so a cut promotion changed no alias: rerun `vaeops promote` once it answers"
+        ) from None
+
+
+def promote_sweep(params: Params) -> dict:
     rows = leaderboard_rows(params)
     scores = aggregate(rows, params.promote.metric)
     if not scores:
@@ -103,20 +172,7 @@ def promote(params: Params) -> dict:
     client = MlflowClient()
     name = params.promote.registered_model
     best = scores[0]
-    candidate = versions[best.best_variant]
-    champion = registry.current_champion(client, name)
-    needs_figure = champion is not None and champion.version != candidate.version
-    decision = registry.decide(
-        best,
-        candidate,
-        champion,
-        reevaluate(params, champion) if needs_figure else None,
-        params.promote.metric,
-        params.promote.min_margin,
-        tracking.data_version(params),
-    )
-    registry.apply_decision(client, name, decision)
-    registry.append_promotion_log(sweep_run_id, decision)
+    decision = promote_candidate(params, client, best, versions[best.best_variant], sweep_run_id)
     tracking.close_study_run(sweep_run_id)
     summary = promotion_metrics(decision, best)
     write_json(params.paths.metrics / "promotion.json", summary)

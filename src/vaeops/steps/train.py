@@ -68,7 +68,7 @@ def fit_variant(params: Params, variant: Variant, identity: str, study_run_id: s
     resume_from = checkpoint_path(params, identity)
     resumed = load_checkpoint(resume_from)
     run = tracking.start_variant_run(
-        params, variant, identity, study_run_id, resumed and resumed["run_id"]
+        params, variant, identity, study_run_id, resumed and resumed.get("run_id")
     )
     try:
         if resumed is None:
