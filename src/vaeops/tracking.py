@@ -13,6 +13,7 @@ experiment); MLFLOW_TRACKING_URI overrides it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -118,6 +119,7 @@ def configure_tracking(root: Path) -> str:
         default_store(root).mkdir(parents=True, exist_ok=True)
     if uri.startswith(("http://", "https://")):
         probe_server(uri)
+        check_credentials(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
@@ -153,6 +155,29 @@ def probe_server(uri: str) -> None:
         f"{time.monotonic() - started:.0f} s): start it, or unset MLFLOW_TRACKING_URI to use "
         "the local store"
     )
+
+
+def check_credentials(uri: str) -> None:
+    """One authenticated read, so that missing or wrong credentials of a server running MLflow's
+    basic-auth app give one line here rather than a traceback from the first real call."""
+    request = urllib.request.Request(
+        f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+    )
+    username = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if username is not None:
+        password = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_SECONDS).close()
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            raise TrackingError(
+                f"tracking server {uri} refused the request (HTTP {error.code}, not "
+                "authenticated or not permitted): set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD to an account of that server"
+            ) from None
+        raise
 
 
 def experiment_id(name: str, root: Path) -> str:

@@ -45,7 +45,7 @@ def set_promote(params, **values):
 
     path = params.root / "params.yaml"
     raw = yaml.safe_load(path.read_text())
-    raw["promote"] |= values
+    raw["promote"] = raw.get("promote", {}) | values
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_params(path)
 
@@ -224,15 +224,15 @@ def test_given_two_promotions_racing_then_one_consistent_champion_and_every_deci
         assert code == 0, stderr[-2000:]
 
     candidates = {
-        name: str(read_json(study.paths.metrics / "promotion.json")["candidate"]["version"])
-        for name, study in (("weak", weak), ("strong", strong))
+        label: str(read_json(study.paths.metrics / "promotion.json")["candidate"]["version"])
+        for label, study in (("weak", weak), ("strong", strong))
     }
     final = aliases(client, name)
     assert final["champion"] == candidates["strong"]
     assert candidates["weak"] in (final.get("challenger"), final.get("previous-champion"))
     sweeps = {
-        name: client.get_model_version(name, version).tags["vaeops.sweep"]
-        for name, version in candidates.items()
+        label: client.get_model_version(name, version).tags["vaeops.sweep"]
+        for label, version in candidates.items()
     }
     assert all(decision_files(client, sweep) for sweep in sweeps.values())
 

@@ -391,6 +391,8 @@ def served_champion(promoted, stack, tmp_path_factory) -> Iterator[str]:
         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     env = os.environ | TELEMETRY_OFF | stack.client_env()
+    # mlflow starts `uvicorn` by name: the venv's bin must be on PATH, as in an activated venv.
+    env["PATH"] = f"{MLFLOW.parent}{os.pathsep}{env['PATH']}"
     with background_server(command, env, folder / "serve.log", f"http://127.0.0.1:{port}/ping"):
         yield f"http://127.0.0.1:{port}"
 

@@ -20,6 +20,8 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VAEOPS = Path(sys.executable).with_name("vaeops")
 VARIANTS = ["vae-relu-s0", "vae-tanh-s0", "ae-relu-s0"]
+# The claim sweeps of the tiny study (tests/integration/conftest.py): trained by `dvc repro`.
+CLAIM_POINTS = ["vae-relu-s0-beta2", "vae-relu-s0-dropout0.3", "vae-relu-s0-latent4"]
 DASK_MISSING = "the dask extra is not installed: pip install -e '.[dask]'"
 
 
@@ -59,7 +61,7 @@ def test_study_flow_trains_every_variant_under_one_parent_run(studied):
     assert [name for name in names if name.startswith("train-")] == sorted(
         f"train-{name}" for name in VARIANTS
     )
-    assert {"dvc-repro-prepare", "dvc-repro-all"} <= set(names)
+    assert {"dvc-repro-prepare", "dvc-repro-all", "publish-report"} <= set(names)
     assert all(run.state.is_completed() for run in task_runs)
     assert sorted(result["trained"]) == sorted(VARIANTS)
 
@@ -71,10 +73,10 @@ def test_study_flow_trains_every_variant_under_one_parent_run(studied):
         assert sorted(row["variant"] for row in csv.DictReader(handle)) == sorted(VARIANTS)
     assert sorted(result["variants"]) == sorted(VARIANTS)
 
-    # And MLflow holds one parent run with one child per variant
+    # And MLflow holds one parent run with one child per variant and per claim-sweep point
     parents, children = sweep_runs()
     assert [run.info.run_id for run in parents] == [result["study_run_id"]]
-    assert sorted(run.info.run_name for run in children) == sorted(VARIANTS)
+    assert sorted(run.info.run_name for run in children) == sorted(VARIANTS + CLAIM_POINTS)
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {result["study_run_id"]}
     assert all(run.info.status == "FINISHED" for run in children)
 

@@ -11,6 +11,7 @@ from vaeops.config import TrainConfig
 from vaeops.models import build_model
 from vaeops.objectives import loss_terms
 from vaeops.training import (
+    CorruptCheckpointWarning,
     Diverged,
     check_pending,
     fit,
@@ -220,3 +221,19 @@ def test_given_one_batch_per_epoch_when_fit_then_grad_norms_are_that_batchs_grad
     for name, weight in layers:
         recorded = result.history[0][f"train/grad_norm/{name}"]
         assert recorded == pytest.approx(float(weight.grad.norm()), rel=1e-4)
+
+
+def test_given_a_truncated_checkpoint_when_fit_then_it_is_set_aside_and_training_starts_afresh(
+    tiny_spec, tiny_images, tmp_path
+):
+    checkpoint = tmp_path / "variant.pt"
+    one_epoch = TrainConfig(epochs=1, batch_size=64)
+    run(tiny_spec, tiny_images, seed=0, config=one_epoch, checkpoint_path=checkpoint)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # cut mid-write by a crash or a full disk
+    _, uninterrupted = run(tiny_spec, tiny_images, seed=0)
+
+    with pytest.warns(CorruptCheckpointWarning, match="variant.pt is unreadable"):
+        _, result = run(tiny_spec, tiny_images, seed=0, checkpoint_path=checkpoint)
+
+    assert (tmp_path / "variant.pt.corrupt").is_file()
+    assert result.history == uninterrupted.history  # all epochs, from scratch

@@ -17,7 +17,7 @@ from pathlib import Path
 from vaeops import tracking
 from vaeops.checkpoints import WEIGHTS_FILE, save_model
 from vaeops.config import Params
-from vaeops.data.splits import load_split
+from vaeops.data.splits import check_batch_fits, load_split
 from vaeops.data.versioning import verify_data
 from vaeops.identity import file_sha256, study_key, variant_identity
 from vaeops.models import Autoencoder, build_model
@@ -61,6 +61,7 @@ def fit_variant(params: Params, variant: Variant, identity: str, study_run_id: s
     out_dir = variant.train_dir(params)
     device = resolve_device(params.train.device)
     train_split = load_split(params.paths.splits, "train", device)
+    check_batch_fits("train.batch_size", params.train.batch_size, "train", len(train_split.labels))
     val_split = load_split(params.paths.splits, "val", device)
     seed_everything(variant.seed)
     spec = variant.model_spec(params.model, tuple(train_split.images.shape[1:]))
