@@ -8,6 +8,7 @@ Outputs of every fixture live under pytest's `tmp_path`; nothing here touches th
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,19 @@ os.environ["DO_NOT_TRACK"] = "true"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Every 20th digit of the embedded, label-sorted 5k set: 250 images, 25 per class.
 TINY_STRIDE = 20
+
+
+@pytest.fixture(scope="session")
+def session_sys_path() -> list[str]:
+    return list(sys.path)
+
+
+@pytest.fixture(autouse=True)
+def restore_sys_path(session_sys_path):
+    """Loading a registered model in-process puts its `code/` folder (a partial copy of vaeops)
+    first on sys.path; a later test's spawned worker processes would import that copy."""
+    yield
+    sys.path[:] = session_sys_path
 
 
 @pytest.fixture(scope="session")

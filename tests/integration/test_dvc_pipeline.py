@@ -97,7 +97,9 @@ def stale_stages(project: Path) -> set[str]:
 def mlflow_client(project: Path):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(f"sqlite:///{project / 'mlruns/mlflow.db'}")
+    # The registry URI too: an earlier test's configure_tracking set MLflow's process-wide one.
+    store = f"sqlite:///{project / 'mlruns/mlflow.db'}"
+    return MlflowClient(store, registry_uri=store)
 
 
 def study_runs(project: Path) -> list:
