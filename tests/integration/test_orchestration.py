@@ -61,7 +61,8 @@ def test_study_flow_trains_every_variant_under_one_parent_run(studied):
     assert [name for name in names if name.startswith("train-")] == sorted(
         f"train-{name}" for name in VARIANTS
     )
-    assert {"dvc-repro-prepare", "dvc-repro-all", "publish-report"} <= set(names)
+    assert {"dvc-repro-prepare", "dvc-repro-all"} <= set(names)
+    assert any(name.startswith("publish-report") for name in names)  # the report's artifacts
     assert all(run.state.is_completed() for run in task_runs)
     assert sorted(result["trained"]) == sorted(VARIANTS)
 
