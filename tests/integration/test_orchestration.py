@@ -20,8 +20,15 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VAEOPS = Path(sys.executable).with_name("vaeops")
 VARIANTS = ["vae-relu-s0", "vae-tanh-s0", "ae-relu-s0"]
-# The claim sweeps of the tiny study (tests/integration/conftest.py): trained by `dvc repro`.
-CLAIM_POINTS = ["vae-relu-s0-beta2", "vae-relu-s0-dropout0.3", "vae-relu-s0-latent4"]
+
+
+def claim_points(root: Path) -> list[str]:
+    """The tiny study's claim-sweep points (tests/integration/conftest.py), trained by `dvc
+    repro`: beta for relu, dropout and latent size for the best config."""
+    best = json.loads((root / "metrics" / "study.json").read_text())["best"]["config"]
+    return ["vae-relu-s0-beta2", f"{best}-s0-dropout0.3", f"{best}-s0-latent4"]
+
+
 DASK_MISSING = "the dask extra is not installed: pip install -e '.[dask]'"
 
 
@@ -77,7 +84,8 @@ def test_study_flow_trains_every_variant_under_one_parent_run(studied):
     # And MLflow holds one parent run with one child per variant and per claim-sweep point
     parents, children = sweep_runs()
     assert [run.info.run_id for run in parents] == [result["study_run_id"]]
-    assert sorted(run.info.run_name for run in children) == sorted(VARIANTS + CLAIM_POINTS)
+    expected = VARIANTS + claim_points(workspace.root)
+    assert sorted(run.info.run_name for run in children) == sorted(expected)
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {result["study_run_id"]}
     assert all(run.info.status == "FINISHED" for run in children)
 
