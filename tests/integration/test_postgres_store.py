@@ -8,19 +8,9 @@ import uuid
 import numpy as np
 import pytest
 
+from tests.integration.conftest import admin_connection
+
 pytestmark = pytest.mark.integration
-
-POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
-
-
-def admin_connection():
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (dev extra)")
-    try:
-        connection = psycopg2.connect(connect_timeout=3, **POSTGRES)
-    except psycopg2.OperationalError as error:
-        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({error})".strip())
-    connection.autocommit = True
-    return connection
 
 
 @pytest.fixture
